@@ -1,0 +1,17 @@
+.DEFAULT_GOAL := help
+GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+
+.PHONY: help test lint bench lockbench demo
+
+help:       ## Show targets
+	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
+test:       ## Tests with the race detector (starts its own redis-server)
+	go test -race ./...
+lint:       ## golangci-lint, then go mod tidy must change nothing
+	$(GOLANGCI_LINT) run ./... && go mod tidy && git diff --exit-code go.mod go.sum
+bench:      ## Benchmarks, 6 runs, for benchstat
+	go test -run='^$$' -bench=. -count=6 ./... | tee bench.txt
+lockbench:  ## Lock benchmark (bench/ is its own module, hence -C)
+	go -C bench run ./cmd/lockbench
+demo:       ## The demo on embedded Redis
+	go run ./cmd/turnstile demo
