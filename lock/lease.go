@@ -1,0 +1,251 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// A Lease is one acquisition of one or more resources. It holds the token
+// that proves ownership, so only its holder can extend or release it. Its
+// methods are safe for concurrent use.
+type Lease struct {
+	shared    *shared
+	resources []Resource
+	keys      []string
+	token     string
+	fences    []int64
+	acquired  time.Time
+	ttl       time.Duration
+
+	mu         sync.Mutex
+	validUntil time.Time
+	ended      bool  // released, or lost
+	err        error // why it ended
+	done       chan struct{}
+	expiry     *time.Timer // without refresh: ends the lease at validUntil
+	// With refresh: stop cancels the refresher, even mid-request, and
+	// stopped is closed when it has returned.
+	stop    context.CancelFunc
+	stopped chan struct{}
+
+	releaseMu sync.Mutex
+	released  bool
+}
+
+func newLease(ctx context.Context, a *acquisition) *Lease {
+	l := &Lease{
+		shared:     a.l.shared,
+		resources:  a.resources,
+		keys:       a.keys,
+		token:      a.token,
+		fences:     a.fences,
+		acquired:   time.Now(),
+		ttl:        a.l.opts.TTL,
+		validUntil: a.validUntil,
+		done:       make(chan struct{}),
+	}
+	if a.l.opts.Refresh {
+		// WithoutCancel: the lease outlives the Acquire call's context; Release
+		// or a lost lease stops the refresher.
+		var rctx context.Context
+		rctx, l.stop = context.WithCancel(context.WithoutCancel(ctx))
+		l.stopped = make(chan struct{})
+		go l.refresh(rctx)
+	} else {
+		l.expiry = time.AfterFunc(time.Until(a.validUntil), func() {
+			l.lose(context.WithoutCancel(ctx), ErrNotHeld)
+		})
+	}
+	return l
+}
+
+// Resources returns the leased resources, sorted.
+func (l *Lease) Resources() []Resource { return slices.Clone(l.resources) }
+
+// Fence returns r's fencing token: larger than that of every earlier lease
+// on r. Give it to the store with every write, and have the store refuse a
+// token lower than the last it accepted for r; that makes a write from a
+// holder that paused past its TTL harmless. Zero if r is not leased.
+func (l *Lease) Fence(r Resource) int64 {
+	i, ok := slices.BinarySearchFunc(l.resources, r, func(a, b Resource) int {
+		return strings.Compare(a.name, b.name)
+	})
+	if !ok {
+		return 0
+	}
+	return l.fences[i]
+}
+
+// Token returns the lease's random token: the value Redis holds under each
+// of its resources.
+func (l *Lease) Token() string { return l.token }
+
+// AcquiredAt returns when Acquire returned the lease.
+func (l *Lease) AcquiredAt() time.Time { return l.acquired }
+
+// TTL returns how long the lease is surely still held, measured locally
+// from the last request Redis confirmed, less a drift allowance. Zero once
+// the lease has ended.
+func (l *Lease) TTL() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return 0
+	}
+	return max(time.Until(l.validUntil), 0)
+}
+
+// Done is closed when the lease ends: on Release, or when it can no longer
+// prove ownership (its TTL passed, or a refresh failed or found it taken).
+// Work guarded by the lease should stop then; Err says why.
+func (l *Lease) Done() <-chan struct{} { return l.done }
+
+// Err returns nil while the lease is held and ErrNotHeld (possibly joined
+// with the refresher's last Redis error) once it has ended.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Extend resets the TTL of every resource to ttl (the lease's TTL if zero)
+// when the lease still holds them all. It returns ErrNotHeld, and ends the
+// lease, when it does not; Redis errors are wrapped and leave it as it was.
+func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = l.ttl
+	}
+	l.mu.Lock()
+	ended := l.ended
+	l.mu.Unlock()
+	if ended {
+		return ErrNotHeld
+	}
+	sent := time.Now()
+	err := l.shared.extend(ctx, l.lockKeys(), l.token, ttl)
+	switch {
+	case err == nil:
+		l.mu.Lock()
+		if !l.ended {
+			l.validUntil = validity(sent, ttl)
+			if l.expiry != nil {
+				l.expiry.Reset(time.Until(l.validUntil))
+			}
+		}
+		l.mu.Unlock()
+	case errors.Is(err, ErrNotHeld):
+		l.lose(ctx, err)
+	}
+	return err
+}
+
+// Release gives the resources back and hands each to its next waiter. It
+// runs on a context detached from ctx's cancellation, bounded by a few
+// seconds, so a cancelled job still releases. It returns nil when released,
+// ErrNotHeld when the lease had already lost a resource (its TTL was too
+// tight), or the Redis error; after an error the lease keeps its token, so
+// calling Release again retries, and an unreleased lock still expires with
+// its TTL. Once Release has returned nil or ErrNotHeld, further calls do
+// nothing and return nil.
+func (l *Lease) Release(ctx context.Context) error {
+	l.releaseMu.Lock()
+	defer l.releaseMu.Unlock()
+	if l.released {
+		return nil
+	}
+	l.stopTimers()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	err := l.shared.release(ctx, l.keys, l.token, "")
+	l.shared.observer.Released(ctx, ReleaseEvent{
+		Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
+	})
+	if err != nil && !errors.Is(err, ErrNotHeld) {
+		return err
+	}
+	l.released = true
+	l.end(ErrNotHeld)
+	return err
+}
+
+func (l *Lease) lockKeys() []string {
+	ks := make([]string, len(l.resources))
+	for i := range ks {
+		ks[i] = l.keys[3*i]
+	}
+	return ks
+}
+
+// refresh extends the lease every third of its TTL. A Redis error is
+// retried until the lease's validity runs out; Done closes then, before
+// Redis can expire the lock.
+func (l *Lease) refresh(ctx context.Context) {
+	defer close(l.stopped)
+	interval := l.ttl / 3
+	next := time.NewTimer(interval)
+	defer next.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-next.C:
+		}
+		left := l.TTL()
+		if left <= 0 {
+			l.lose(ctx, ErrNotHeld)
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, left)
+		err := l.Extend(rctx, l.ttl)
+		cancel()
+		switch {
+		case err == nil:
+			next.Reset(interval)
+		case errors.Is(err, ErrNotHeld):
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			if l.TTL() <= 0 {
+				l.lose(ctx, errors.Join(ErrNotHeld, err))
+				return
+			}
+			next.Reset(min(interval/4+jitter(interval/8), l.TTL()))
+		}
+	}
+}
+
+func (l *Lease) stopTimers() {
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	if l.stop != nil {
+		l.stop()
+		<-l.stopped
+	}
+}
+
+// lose ends a lease that was not released, and tells the observer.
+func (l *Lease) lose(ctx context.Context, err error) {
+	if l.end(err) {
+		l.shared.observer.Lost(ctx, LostEvent{
+			Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
+		})
+	}
+}
+
+// end marks the lease ended and closes Done; it reports whether it did.
+func (l *Lease) end(err error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return false
+	}
+	l.ended, l.err = true, err
+	close(l.done)
+	return true
+}

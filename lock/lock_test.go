@@ -1,0 +1,350 @@
+package lock_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// backend is one kind of Redis the conformance suite runs against.
+type backend struct {
+	// client returns a fresh client to the test's own server; every call
+	// gives another connection pool, like another process would have.
+	client func(t *testing.T) redis.UniversalClient
+	// elapse lets d pass for the server's TTLs.
+	elapse func(d time.Duration)
+}
+
+func TestLocker_Miniredis(t *testing.T) {
+	t.Parallel()
+	testLocker(t, func(t *testing.T) backend {
+		t.Helper()
+		mr := redistest.Mini(t)
+		return backend{
+			client: func(*testing.T) redis.UniversalClient {
+				return redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			},
+			elapse: mr.FastForward,
+		}
+	})
+}
+
+func TestLocker_Redis(t *testing.T) {
+	t.Parallel()
+	testLocker(t, func(t *testing.T) backend {
+		t.Helper()
+		srv := redistest.Server(t)
+		return backend{
+			client: func(t *testing.T) redis.UniversalClient {
+				t.Helper()
+				return srv.Client(t)
+			},
+			elapse: time.Sleep,
+		}
+	})
+}
+
+type testBundle struct {
+	backend
+	rdb    redis.UniversalClient
+	locker *lock.Locker
+}
+
+func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
+	t.Helper()
+	setup := func(t *testing.T, cfg lock.Config) *testBundle {
+		t.Helper()
+		b := newBackend(t)
+		rdb := b.client(t)
+		t.Cleanup(func() { _ = rdb.Close() })
+		l, err := lock.New(rdb, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		return &testBundle{backend: b, rdb: rdb, locker: l}
+	}
+	// other returns a second Locker on its own client, as another process.
+	other := func(t *testing.T, b *testBundle, cfg lock.Config) *lock.Locker {
+		t.Helper()
+		rdb := b.client(t)
+		t.Cleanup(func() { _ = rdb.Close() })
+		l, err := lock.New(rdb, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		return l
+	}
+	key := lock.Key("order", 42)
+	lockKey := lock.DefaultPrefix + "{order:42}"
+
+	t.Run("AcquireSetsTTLAtomically", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: 10 * time.Second})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		pttl, err := b.rdb.PTTL(ctx, lockKey).Result()
+		require.NoError(t, err)
+		require.Greater(t, pttl, time.Duration(0))
+		require.LessOrEqual(t, pttl, 10*time.Second)
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lockKey).Val())
+		require.Positive(t, lease.Fence(key))
+		require.Zero(t, lease.Fence(lock.Key("order", 43)))
+		require.InDelta(t, float64(10*time.Second), float64(lease.TTL()), float64(time.Second))
+
+		_, err = b.locker.Acquire(ctx, key)
+		var busy *lock.BusyError
+		require.ErrorAs(t, err, &busy)
+		require.ErrorIs(t, err, lock.ErrNotAcquired)
+		require.Equal(t, key, busy.Resource)
+		require.Greater(t, busy.TTL, time.Duration(0))
+		require.LessOrEqual(t, busy.TTL, 10*time.Second)
+	})
+
+	t.Run("FailedAcquireLeavesHolderAlone", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: 10 * time.Second})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		before := b.rdb.PTTL(ctx, lockKey).Val()
+
+		rival := other(t, b, lock.Config{TTL: time.Minute, Wait: 50 * time.Millisecond})
+		_, err = rival.Acquire(ctx, key)
+		require.ErrorIs(t, err, lock.ErrNotAcquired)
+
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lockKey).Val(), "the loser changed the holder")
+		require.LessOrEqual(t, b.rdb.PTTL(ctx, lockKey).Val(), before, "the loser extended the holder")
+		require.Zero(t, b.rdb.ZCard(ctx, lockKey+":queue").Val(), "the loser stayed in the queue")
+		require.NoError(t, lease.Release(ctx))
+	})
+
+	t.Run("ReleaseTwiceIsSafe", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		require.NoError(t, lease.Release(ctx))
+		require.NoError(t, lease.Release(ctx))
+		require.Zero(t, b.rdb.Exists(ctx, lockKey).Val())
+		require.ErrorIs(t, lease.Err(), lock.ErrNotHeld)
+		requireClosed(t, lease.Done())
+		require.ErrorIs(t, lease.Extend(ctx, 0), lock.ErrNotHeld)
+
+		again, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		require.Greater(t, again.Fence(key), lease.Fence(key))
+		require.NoError(t, again.Release(ctx))
+	})
+
+	t.Run("StaleHolderCannotReleaseOrExtend", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: 100 * time.Millisecond})
+		ctx := t.Context()
+		stale, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		b.elapse(150 * time.Millisecond) // the holder pauses past its TTL
+
+		fresh, err := other(t, b, lock.Config{TTL: time.Minute}).Acquire(ctx, key)
+		require.NoError(t, err)
+		require.Greater(t, fresh.Fence(key), stale.Fence(key))
+
+		require.ErrorIs(t, stale.Extend(ctx, time.Minute), lock.ErrNotHeld)
+		require.ErrorIs(t, stale.Release(ctx), lock.ErrNotHeld)
+		require.Equal(t, fresh.Token(), b.rdb.Get(ctx, lockKey).Val(), "the stale holder removed the new lock")
+		require.NoError(t, fresh.Release(ctx))
+	})
+
+	t.Run("ExtendResetsTTL", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: time.Second})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		require.NoError(t, lease.Extend(ctx, time.Minute))
+		require.Greater(t, b.rdb.PTTL(ctx, lockKey).Val(), 30*time.Second)
+		require.Greater(t, lease.TTL(), 30*time.Second)
+		require.NoError(t, lease.Release(ctx))
+	})
+
+	t.Run("MultiKeyAllOrNone", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		a, busy, c := lock.Key("k", "a"), lock.Key("k", "b"), lock.Key("k", "c")
+		holder, err := other(t, b, lock.Config{}).Acquire(ctx, busy)
+		require.NoError(t, err)
+
+		_, err = b.locker.Acquire(ctx, c, busy, a)
+		var be *lock.BusyError
+		require.ErrorAs(t, err, &be)
+		require.Equal(t, busy, be.Resource)
+		requireFree(t, b.rdb, a, c)
+
+		waiting, err := b.locker.With(lock.Options{Wait: 100 * time.Millisecond})
+		require.NoError(t, err)
+		_, err = waiting.Acquire(ctx, c, busy, a)
+		require.ErrorIs(t, err, lock.ErrNotAcquired)
+		requireFree(t, b.rdb, a, c)
+
+		require.NoError(t, holder.Release(ctx))
+		lease, err := b.locker.Acquire(ctx, c, busy, a, a)
+		require.NoError(t, err)
+		require.Equal(t, []lock.Resource{a, busy, c}, lease.Resources())
+		for _, r := range lease.Resources() {
+			require.Positive(t, lease.Fence(r))
+		}
+		require.NoError(t, lease.Release(ctx))
+		requireFree(t, b.rdb, a, busy, c)
+	})
+
+	t.Run("WaiterIsHandedTheLock", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		holder, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+
+		waiter := other(t, b, lock.Config{Wait: 10 * time.Second})
+		got := make(chan *lock.Lease, 1)
+		go func() {
+			lease, err := waiter.Acquire(ctx, key)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- lease
+		}()
+		waitQueued(t, b.rdb, lockKey, 1)
+		released := time.Now()
+		require.NoError(t, holder.Release(ctx))
+		lease := receive(t, got)
+		require.Less(t, time.Since(released), time.Second, "the hand-off waited for a timer")
+		require.Greater(t, lease.Fence(key), holder.Fence(key))
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lockKey).Val())
+		require.NoError(t, lease.Release(ctx))
+	})
+
+	t.Run("WaitersAreServedInArrivalOrder", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		holder, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+
+		const n = 6
+		var (
+			mu    sync.Mutex
+			order []int
+			wg    sync.WaitGroup
+		)
+		lockers := []*lock.Locker{
+			other(t, b, lock.Config{Wait: 10 * time.Second}),
+			other(t, b, lock.Config{Wait: 10 * time.Second}),
+		}
+		for i := range n {
+			wg.Go(func() {
+				lease, err := lockers[i%2].Acquire(ctx, key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				if err := lease.Release(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+			waitQueued(t, b.rdb, lockKey, int64(i+1))
+		}
+		require.NoError(t, holder.Release(ctx))
+		wg.Wait()
+		require.Equal(t, []int{0, 1, 2, 3, 4, 5}, order)
+	})
+
+	t.Run("CancelWhileWaitingReturnsPromptly", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{Wait: time.Minute})
+		holder, err := other(t, b, lock.Config{}).Acquire(t.Context(), key)
+		require.NoError(t, err)
+
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := b.locker.Acquire(ctx, key)
+			errc <- err
+		}()
+		waitQueued(t, b.rdb, lockKey, 1)
+		cancelled := time.Now()
+		cancel()
+		require.ErrorIs(t, receive(t, errc), context.Canceled)
+		require.Less(t, time.Since(cancelled), time.Second)
+		require.Zero(t, b.rdb.ZCard(t.Context(), lockKey+":queue").Val(), "the cancelled waiter stayed queued")
+
+		dctx, dcancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer dcancel()
+		_, err = b.locker.Acquire(dctx, key)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.NoError(t, holder.Release(t.Context()))
+	})
+
+	t.Run("FailedReleaseKeepsToken", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: time.Minute})
+		ctx := t.Context()
+		flaky := b.client(t)
+		t.Cleanup(func() { _ = flaky.Close() })
+		down := &failingHook{}
+		flaky.AddHook(down)
+		l, err := lock.New(flaky, lock.Config{TTL: time.Minute})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		lease, err := l.Acquire(ctx, key)
+		require.NoError(t, err)
+
+		down.fail.Store(true)
+		err = lease.Release(ctx)
+		require.ErrorIs(t, err, errDown)
+		require.NotErrorIs(t, err, lock.ErrNotHeld)
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lockKey).Val())
+		require.Positive(t, b.rdb.PTTL(ctx, lockKey).Val(), "the unreleased lock would never expire")
+
+		down.fail.Store(false)
+		require.NoError(t, lease.Release(ctx))
+		require.Zero(t, b.rdb.Exists(ctx, lockKey).Val())
+	})
+
+	t.Run("ObserverSeesOutcomes", func(t *testing.T) {
+		t.Parallel()
+		obs := &recorder{}
+		b := setup(t, lock.Config{Observer: obs})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		_, err = b.locker.Acquire(ctx, key)
+		require.Error(t, err)
+		require.NoError(t, lease.Release(ctx))
+
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		require.Len(t, obs.acquired, 2)
+		require.NoError(t, obs.acquired[0].Err)
+		require.Equal(t, []int64{lease.Fence(key)}, obs.acquired[0].Fences)
+		require.ErrorIs(t, obs.acquired[1].Err, lock.ErrNotAcquired)
+		require.False(t, obs.acquired[1].Contended.IsZero())
+		require.Positive(t, obs.acquired[1].HolderTTL)
+		require.Len(t, obs.released, 1)
+		require.NoError(t, obs.released[0].Err)
+	})
+}

@@ -1,0 +1,329 @@
+package lock
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for a zero Config.
+const (
+	DefaultTTL    = 30 * time.Second
+	DefaultPrefix = "turnstile:lock:"
+)
+
+// releaseTimeout bounds a release or an abandoned wait, which run on a
+// context detached from the caller's.
+const releaseTimeout = 5 * time.Second
+
+// Config configures a Locker. The zero value is usable.
+type Config struct {
+	// TTL is a lease's lifetime unless refreshed. Defaults to DefaultTTL.
+	TTL time.Duration
+	// Wait is how long Acquire waits for busy resources. Zero tries once.
+	Wait time.Duration
+	// Refresh makes each lease extend itself at a third of its TTL until
+	// Release; see Lease.Done.
+	Refresh bool
+	// Prefix starts every Redis key and channel the Locker uses. It must not
+	// contain '{' or '}'. Defaults to DefaultPrefix.
+	Prefix string
+	// Observer is told about acquisitions, releases and lost leases.
+	Observer Observer
+}
+
+// Options are the per-acquisition settings of a Locker, changed with
+// Locker.With. Zero values mean what they mean in Config.
+type Options struct {
+	TTL     time.Duration
+	Wait    time.Duration
+	Refresh bool
+}
+
+func (o Options) withDefaults() Options {
+	o.TTL = cmp.Or(o.TTL, DefaultTTL)
+	return o
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.TTL < time.Millisecond:
+		return fmt.Errorf("lock: TTL %s is under 1ms", o.TTL)
+	case o.Wait < 0:
+		return fmt.Errorf("lock: Wait %s is negative", o.Wait)
+	}
+	return nil
+}
+
+// A Locker acquires leases on resources. It keeps no state about the leases
+// it hands out, so it is safe for concurrent use by any number of callers;
+// what it shares between them is one subscription, opened on the first
+// wait, through which releases hand resources to waiters in arrival order.
+type Locker struct {
+	opts   Options
+	shared *shared
+}
+
+type shared struct {
+	prefix   string
+	observer Observer
+	nodes    []*node
+	quorum   int
+}
+
+// node is one independent Redis deployment.
+type node struct {
+	client redis.UniversalClient
+	// receivers is ARGV[2] of the scripts: whether a hand-off may trust
+	// PUBLISH's receiver count to tell a live waiter from a dead one.
+	receivers string
+	hub       *hub
+}
+
+// New returns a Locker on one Redis deployment: a single node, Sentinel or
+// Cluster client. On Cluster, the resources of one Acquire must share a
+// hash slot. Close it when done to end its subscription.
+func New(client redis.UniversalClient, cfg Config) (*Locker, error) {
+	return newLocker([]redis.UniversalClient{client}, cfg)
+}
+
+// NewQuorum returns a Locker that holds a lease only while a majority of
+// independent Redis masters agree (the Redlock algorithm). A lease's
+// validity is its TTL minus the time acquisition took and a clock-drift
+// allowance. Waiting polls with jittered backoff instead of queueing, and
+// a lease's fence is the largest among the majority, so fences stay
+// ordered only as far as the masters' counters and clocks are.
+func NewQuorum(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
+	if len(clients) < 3 {
+		return nil, fmt.Errorf("lock: quorum needs at least 3 clients, got %d", len(clients))
+	}
+	return newLocker(clients, cfg)
+}
+
+func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
+	opts := Options{TTL: cfg.TTL, Wait: cfg.Wait, Refresh: cfg.Refresh}.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	prefix := cmp.Or(cfg.Prefix, DefaultPrefix)
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("lock: Prefix %q contains a brace", prefix)
+	}
+	s := &shared{prefix: prefix, observer: cfg.Observer, quorum: len(clients)/2 + 1}
+	if s.observer == nil {
+		s.observer = nopObserver{}
+	}
+	for _, c := range clients {
+		if c == nil {
+			return nil, errors.New("lock: nil client")
+		}
+		n := &node{client: c, receivers: "1"}
+		if _, ok := c.(*redis.ClusterClient); ok {
+			// A script's PUBLISH counts subscribers on its own shard only.
+			n.receivers = "0"
+		}
+		s.nodes = append(s.nodes, n)
+	}
+	if len(s.nodes) == 1 {
+		s.nodes[0].hub = newHub(clients[0], prefix+"waiters:"+rand.Text())
+	}
+	return &Locker{opts: opts, shared: s}, nil
+}
+
+// With returns a Locker that shares l's clients and subscription but
+// acquires with o. It is cheap; make one per kind of work.
+func (l *Locker) With(o Options) (*Locker, error) {
+	o = o.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return &Locker{opts: o, shared: l.shared}, nil
+}
+
+// Close ends the Locker's subscription and wakes its waiters, which then
+// fail with ErrClosed. It does not close the Redis clients, nor release
+// leases. Lockers made by With share the subscription: close the one that
+// New returned.
+func (l *Locker) Close() error {
+	for _, n := range l.shared.nodes {
+		if n.hub != nil {
+			n.hub.close()
+		}
+	}
+	return nil
+}
+
+// Acquire obtains all the resources or none. With a zero wait budget it
+// tries once; otherwise it queues behind the current holders and is handed
+// each resource when its turn comes, until the budget or ctx ends. It
+// returns a *BusyError (matching ErrNotAcquired) when a resource stayed
+// held, the context's cause when ctx ended first, and wraps Redis errors.
+// Acquiring the same resource twice in one call counts once.
+func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, error) {
+	start := time.Now()
+	a := &acquisition{
+		l:     l,
+		token: rand.Text(),
+		start: start,
+	}
+	a.resources = sortedUnique(resources)
+	for _, r := range a.resources {
+		if r.name == "" {
+			return nil, errors.New("lock: zero Resource; build resources with Key")
+		}
+	}
+	if len(a.resources) == 0 {
+		return nil, errors.New("lock: Acquire needs at least one resource")
+	}
+	a.keys = make([]string, 0, 3*len(a.resources))
+	for _, r := range a.resources {
+		k := r.redisKeys(l.shared.prefix)
+		a.keys = append(a.keys, k.lock, k.fence, k.queue)
+	}
+	a.fences = make([]int64, len(a.resources))
+
+	var err error
+	if len(l.shared.nodes) == 1 {
+		err = a.single(ctx)
+	} else {
+		err = a.quorum(ctx)
+	}
+	ev := AcquireEvent{
+		Resources: a.resources, TTL: l.opts.TTL, Start: start, Wait: time.Since(start),
+		Attempts: a.attempts, Contended: a.contended, HolderTTL: a.holderTTL, Err: err,
+	}
+	if err != nil {
+		l.shared.observer.Acquired(ctx, ev)
+		return nil, err
+	}
+	ev.Fences = a.fences
+	l.shared.observer.Acquired(ctx, ev)
+	return newLease(ctx, a), nil
+}
+
+func sortedUnique(rs []Resource) []Resource {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b Resource) int { return strings.Compare(a.name, b.name) })
+	return slices.CompactFunc(rs, func(a, b Resource) bool { return a.name == b.name })
+}
+
+// acquisition is the state of one Acquire call.
+type acquisition struct {
+	l         *Locker
+	token     string
+	start     time.Time
+	resources []Resource
+	keys      []string // 3 per resource, as the scripts take them
+	fences    []int64
+	// validUntil is the earliest local time at which a resource may expire.
+	validUntil time.Time
+	attempts   int
+	contended  time.Time
+	holderTTL  time.Duration
+}
+
+// acquireReply is the decoded reply of acquireScript.
+type acquireReply struct {
+	ok     bool
+	busy   int // index into the keys passed, 0-based
+	pttl   time.Duration
+	fences []int64
+}
+
+func (n *node) acquire(ctx context.Context, keys []string, token string, o Options, channel string) (acquireReply, error) {
+	v, err := acquireScript.Run(ctx, n.client, keys, token, n.receivers,
+		o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel).Slice()
+	if err != nil {
+		return acquireReply{}, fmt.Errorf("lock: acquire: %w", err)
+	}
+	var r acquireReply
+	r.ok = v[0].(int64) == 1
+	rest := v[1:]
+	if !r.ok {
+		r.busy = int(v[1].(int64)) - 1
+		r.pttl = max(time.Duration(v[2].(int64))*time.Millisecond, 0)
+		rest = v[3:]
+	}
+	r.fences = make([]int64, len(rest))
+	for i, f := range rest {
+		r.fences[i] = f.(int64)
+	}
+	return r, nil
+}
+
+func (a *acquisition) noteBusy(r acquireReply) {
+	a.holderTTL = r.pttl
+	if a.contended.IsZero() {
+		a.contended = time.Now()
+	}
+}
+
+func (a *acquisition) busyError(i int) error {
+	return &BusyError{Resource: a.resources[i], TTL: a.holderTTL}
+}
+
+// release runs releaseScript on every node and reaches a verdict: nil when
+// a quorum released every resource, ErrNotHeld when a quorum answered but
+// fewer released, else the nodes' errors.
+func (s *shared) release(ctx context.Context, keys []string, token, entry string) error {
+	want := int64(len(keys) / 3)
+	return s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
+		return releaseScript.Run(ctx, n.client, keys, token, n.receivers, entry).Int64()
+	})
+}
+
+func (s *shared) extend(ctx context.Context, lockKeys []string, token string, ttl time.Duration) error {
+	return s.verdict(ctx, "extend", int64(len(lockKeys)), func(ctx context.Context, n *node) (int64, error) {
+		return extendScript.Run(ctx, n.client, lockKeys, token, ttl.Milliseconds()).Int64()
+	})
+}
+
+func (s *shared) verdict(ctx context.Context, op string, want int64, run func(context.Context, *node) (int64, error)) error {
+	var (
+		mu              sync.Mutex
+		answered, whole int
+		errs            []error
+	)
+	s.each(ctx, func(ctx context.Context, n *node) {
+		got, err := run(ctx, n)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		answered++
+		if got == want {
+			whole++
+		}
+	})
+	switch {
+	case whole >= s.quorum:
+		return nil
+	case answered >= s.quorum:
+		return ErrNotHeld
+	default:
+		return fmt.Errorf("lock: %s: %w", op, errors.Join(errs...))
+	}
+}
+
+// each runs fn on every node, concurrently when there are several.
+func (s *shared) each(ctx context.Context, fn func(context.Context, *node)) {
+	if len(s.nodes) == 1 {
+		fn(ctx, s.nodes[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, n := range s.nodes {
+		wg.Go(func() { fn(ctx, n) })
+	}
+	wg.Wait()
+}

@@ -1,0 +1,185 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// single acquires on one Redis deployment. A busy attempt queues the caller
+// (when it may wait) on the first busy resource; the release that frees it
+// hands it over and publishes a grant to this Locker's subscription. The
+// timer below is only a fallback for a holder that expires instead of
+// releasing, or for a grant lost while the subscription was down.
+func (a *acquisition) single(ctx context.Context) error {
+	n := a.l.shared.nodes[0]
+	o := a.l.opts
+	if o.Wait <= 0 {
+		sent := time.Now()
+		a.attempts++
+		r, err := n.acquire(ctx, a.keys, a.token, o, "")
+		if err != nil {
+			return err
+		}
+		if !r.ok {
+			a.noteBusy(r)
+			return a.busyError(r.busy)
+		}
+		copy(a.fences, r.fences)
+		a.validUntil = validity(sent, o.TTL)
+		return nil
+	}
+
+	w, err := n.hub.register(ctx, a.token)
+	if err != nil {
+		return err
+	}
+	defer n.hub.unregister(a.token)
+	entry := queueEntry(a.token, n.hub.channel, o)
+
+	// Timers are made on the first busy reply: most acquisitions never wait.
+	var deadline, retry *time.Timer
+	defer func() {
+		if deadline != nil {
+			deadline.Stop()
+			retry.Stop()
+		}
+	}()
+
+	held := 0 // resources acquired so far, a prefix of a.resources
+	var lastErr error
+	for {
+		sent := time.Now()
+		a.attempts++
+		r, err := n.acquire(ctx, a.keys[3*held:], a.token, o, n.hub.channel)
+		lastErr = err
+		if err == nil {
+			copy(a.fences[held:], r.fences)
+			if len(r.fences) > 0 {
+				a.validUntil = earliest(a.validUntil, validity(sent, o.TTL))
+			}
+			held += len(r.fences)
+			if r.ok {
+				return a.settle(ctx, entry)
+			}
+			a.noteBusy(r)
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(o.Wait - time.Since(a.start))
+			retry = time.NewTimer(a.retryDelay(n.hub.live.Load(), err))
+		} else {
+			retry.Reset(a.retryDelay(n.hub.live.Load(), err))
+		}
+	wait:
+		select {
+		case g := <-w.grants:
+			if held == len(a.resources) || g.lockKey != a.keys[3*held] {
+				break wait // stale; the retry below sorts it out
+			}
+			a.fences[held] = g.fence
+			a.validUntil = earliest(a.validUntil, validity(sent, o.TTL))
+			held++
+			if held == len(a.resources) {
+				return a.settle(ctx, entry)
+			}
+		case <-w.nudge:
+		case <-retry.C:
+		case <-w.closed:
+			return errors.Join(ErrClosed, a.abandon(ctx, entry))
+		case <-ctx.Done():
+			return errors.Join(context.Cause(ctx), a.abandon(ctx, entry))
+		case <-deadline.C:
+			if lastErr == nil {
+				lastErr = a.busyError(held)
+			}
+			return errors.Join(lastErr, a.abandon(ctx, entry))
+		}
+	}
+}
+
+// settle finishes a successful wait. Resources handed over early in a long
+// wait may have little TTL left, and a hand-off's validity is counted from
+// the last request sent before it, so a lease that starts with under half
+// its TTL is extended first.
+func (a *acquisition) settle(ctx context.Context, entry string) error {
+	ttl := a.l.opts.TTL
+	if time.Until(a.validUntil) >= ttl/2 {
+		return nil
+	}
+	sent := time.Now()
+	err := a.l.shared.extend(ctx, a.lockKeys(), a.token, ttl)
+	if err != nil {
+		return errors.Join(err, a.abandon(ctx, entry))
+	}
+	a.validUntil = validity(sent, ttl)
+	return nil
+}
+
+// abandon leaves the queue and gives back whatever was acquired, on a
+// context detached from the caller's: a cancelled wait must not keep locks.
+func (a *acquisition) abandon(ctx context.Context, entry string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := a.l.shared.release(ctx, a.keys, a.token, entry); err != nil && !errors.Is(err, ErrNotHeld) {
+		return err
+	}
+	return nil
+}
+
+func (a *acquisition) lockKeys() []string {
+	ks := make([]string, len(a.resources))
+	for i := range ks {
+		ks[i] = a.keys[3*i]
+	}
+	return ks
+}
+
+// retryDelay is the fallback wait before asking Redis again. While the
+// subscription is live a release always reaches us, so only an expiring
+// holder needs a retry: wait for its TTL. Otherwise (no subscription, or a
+// Redis error) back off exponentially with jitter, capped by that TTL.
+func (a *acquisition) retryDelay(live bool, err error) time.Duration {
+	if live && err == nil {
+		return a.holderTTL + jitter(time.Millisecond+a.holderTTL/16)
+	}
+	return backoff(a.attempts, a.holderTTL)
+}
+
+// backoff returns a full-jitter exponential delay for attempt n (1-based):
+// up to 2ms·2^(n-1), capped at one second and, when known, by the holder's
+// remaining TTL.
+func backoff(n int, holderTTL time.Duration) time.Duration {
+	ceiling := time.Second
+	if holderTTL > 0 {
+		ceiling = min(ceiling, holderTTL+time.Millisecond)
+	}
+	d := min(2*time.Millisecond<<min(n-1, 20), ceiling)
+	return d/2 + jitter(d/2)
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d) //nolint:gosec // jitter spreads retries; it needs no unpredictability
+}
+
+// validity is the local time until which a lock set by a request sent at
+// sent is surely still ours: Redis started the TTL after we sent, minus an
+// allowance for clock-rate drift (Redlock's 1% + 2ms).
+func validity(sent time.Time, ttl time.Duration) time.Time {
+	return sent.Add(ttl - ttl/100 - 2*time.Millisecond)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func queueEntry(token, channel string, o Options) string {
+	return token + "|" + channel + "|" + strconv.FormatInt(o.TTL.Milliseconds(), 10) + "|" + strconv.FormatInt(o.Wait.Milliseconds(), 10)
+}
