@@ -287,24 +287,42 @@ func (s *shared) extend(ctx context.Context, lockKeys []string, token string, tt
 }
 
 func (s *shared) verdict(ctx context.Context, op string, want int64, run func(context.Context, *node) (int64, error)) error {
+	if len(s.nodes) == 1 {
+		// The common case skips the goroutines and their allocations.
+		got, err := run(ctx, s.nodes[0])
+		return s.judge(op, want, outcome{got, err})
+	}
+	outs := make([]outcome, len(s.nodes))
+	var wg sync.WaitGroup
+	for i, n := range s.nodes {
+		wg.Go(func() { outs[i].got, outs[i].err = run(ctx, n) })
+	}
+	wg.Wait()
+	return s.judge(op, want, outs...)
+}
+
+// outcome is one node's answer to a release or an extend.
+type outcome struct {
+	got int64
+	err error
+}
+
+func (s *shared) judge(op string, want int64, outs ...outcome) error {
 	var (
-		mu              sync.Mutex
 		answered, whole int
 		errs            []error
 	)
-	s.each(ctx, func(ctx context.Context, n *node) {
-		got, err := run(ctx, n)
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			errs = append(errs, err)
-			return
-		}
-		answered++
-		if got == want {
+	for _, o := range outs {
+		switch {
+		case o.err != nil:
+			errs = append(errs, o.err)
+		case o.got == want:
+			answered++
 			whole++
+		default:
+			answered++
 		}
-	})
+	}
 	switch {
 	case whole >= s.quorum:
 		return nil
