@@ -7,11 +7,14 @@ help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
 test:       ## Tests with the race detector (starts its own redis-server)
 	go test -race ./...
-lint:       ## golangci-lint, then go mod tidy must change nothing
-	$(GOLANGCI_LINT) run ./... && go mod tidy && git diff --exit-code go.mod go.sum
+lint:       ## golangci-lint on both modules, then go mod tidy must change nothing
+	$(GOLANGCI_LINT) run ./...
+	cd bench && $(GOLANGCI_LINT) run ./...
+	go mod tidy && go -C bench mod tidy
+	git diff --exit-code go.mod go.sum bench/go.mod bench/go.sum
 bench:      ## Benchmarks, 6 runs, for benchstat
 	go test -run='^$$' -bench=. -count=6 ./... | tee bench.txt
-lockbench:  ## Lock benchmark (bench/ is its own module, hence -C)
-	go -C bench run ./cmd/lockbench
+lockbench:  ## Lock benchmark against redsync, redislock and a baseline (bench/ module)
+	go run ./bench/cmd/lockbench
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo

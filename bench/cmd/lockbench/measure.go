@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// releaseTimeout bounds one release, which runs detached from the
+	// phase's context so that a lock is given back even after ctrl-C.
+	releaseTimeout = 5 * time.Second
+	// freeTimeout bounds the check that a key is free after a phase.
+	freeTimeout = 2 * time.Second
+)
+
+// bench measures one library: one locker per simulated process, goroutine
+// i using locker i mod len(lockers).
+type bench struct {
+	name    string
+	srv     *server
+	procs   *processes
+	lockers []locker
+}
+
+func (b *bench) lockerFor(i int) locker { return b.lockers[i%len(b.lockers)] }
+
+func (b *bench) close() error {
+	var errs []error
+	for _, lk := range b.lockers {
+		errs = append(errs, lk.close())
+	}
+	return errors.Join(append(errs, b.procs.close())...)
+}
+
+// uncontended runs acquire+release cycles for d on as many goroutines, each
+// on its own key, and returns the cycles per second. A free key must be
+// acquired at once, so a library giving up is an error here.
+func (b *bench) uncontended(ctx context.Context, goroutines int, d time.Duration) (float64, error) {
+	counts := make([]int, goroutines)
+	errs := make([]error, goroutines)
+	start := time.Now()
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for i := range goroutines {
+		wg.Go(func() {
+			lk, key := b.lockerFor(i), fmt.Sprintf("%s:u%d:%d", b.name, goroutines, i)
+			for time.Now().Before(end) && ctx.Err() == nil {
+				unlock, err := lk.lock(ctx, key)
+				if err == nil {
+					err = release(ctx, unlock)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				counts[i]++
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(append(errs, context.Cause(ctx))...); err != nil {
+		return 0, fmt.Errorf("uncontended, %d goroutines: %w", goroutines, err)
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// contention is the outcome of goroutines taking turns on one key.
+type contention struct {
+	acquisitions int
+	perSec       float64
+	gapMean      time.Duration // from a holder's release to the next acquisition
+	gapP99       time.Duration
+	waitP99      time.Duration // from asking for the lock to holding it
+	fairness     float64       // most / fewest acquisitions of one goroutine; +Inf if any starved
+	starved      int           // goroutines that never acquired
+	gaveUp       int           // times the library gave up and was asked again
+	tripsPerAcq  float64       // client requests per acquisition, releases and retries included
+	cpuPerAcq    time.Duration // Redis CPU per acquisition
+	overlaps     int64         // times two goroutines held the key at once
+}
+
+// turns is what the goroutines of a contended phase share.
+type turns struct {
+	key         string
+	end         time.Time
+	hold        time.Duration
+	holders     atomic.Int64
+	overlaps    atomic.Int64
+	lastRelease atomic.Int64 // UnixNano, taken just before a holder releases
+}
+
+// tally is one goroutine's record of a contended phase.
+type tally struct {
+	acquisitions int
+	gaveUp       int
+	waits, gaps  []time.Duration
+	err          error
+}
+
+// contended has goroutines take turns on one key for d, each holding it for
+// hold, and measures the hand-offs. Only acquisitions before the end count;
+// round trips and Redis CPU are read at the end, before waiters are
+// cancelled. The key must be free again afterwards.
+func (b *bench) contended(ctx context.Context, goroutines int, d, hold time.Duration) (contention, error) {
+	t := &turns{key: fmt.Sprintf("%s:c%d", b.name, goroutines), hold: hold}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tallies := make([]tally, goroutines)
+
+	trips0 := b.procs.trips.n.Load()
+	cpu0, err := b.srv.cpu(ctx)
+	if err != nil {
+		return contention{}, err
+	}
+	t.end = time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := range goroutines {
+		wg.Go(func() { tallies[i].err = t.take(runCtx, b.lockerFor(i), &tallies[i]) })
+	}
+	select {
+	case <-time.After(time.Until(t.end)):
+	case <-ctx.Done():
+	}
+	trips := b.procs.trips.n.Load() - trips0
+	cpu1, cpuErr := b.srv.cpu(ctx)
+	cancel()
+	wg.Wait()
+
+	errs := []error{context.Cause(ctx), cpuErr}
+	for _, tl := range tallies {
+		errs = append(errs, tl.err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return contention{}, fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
+	}
+	if err := b.free(ctx, t.key); err != nil {
+		return contention{}, fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
+	}
+	c := summarize(tallies, d)
+	c.overlaps = t.overlaps.Load()
+	if c.acquisitions > 0 {
+		c.tripsPerAcq = float64(trips) / float64(c.acquisitions)
+		c.cpuPerAcq = (cpu1 - cpu0) / time.Duration(c.acquisitions)
+	}
+	return c, nil
+}
+
+// take is one goroutine of a contended phase: acquire, hold, release, until
+// the end. A wait cut short by the phase's end is no error.
+func (t *turns) take(ctx context.Context, lk locker, tl *tally) error {
+	for {
+		asked := time.Now()
+		if !asked.Before(t.end) {
+			return nil
+		}
+		unlock, err := acquire(ctx, lk, t.key, &tl.gaveUp)
+		if err != nil {
+			return phaseEnded(ctx, err)
+		}
+		got := time.Now()
+		if t.holders.Add(1) > 1 {
+			t.overlaps.Add(1)
+		}
+		if got.Before(t.end) {
+			tl.acquisitions++
+			tl.waits = append(tl.waits, got.Sub(asked))
+			if r := t.lastRelease.Load(); r != 0 {
+				tl.gaps = append(tl.gaps, got.Sub(time.Unix(0, r)))
+			}
+			time.Sleep(t.hold)
+		}
+		t.holders.Add(-1)
+		t.lastRelease.Store(time.Now().UnixNano())
+		if err := release(ctx, unlock); err != nil {
+			return err
+		}
+	}
+}
+
+// phaseEnded drops err when the end of the phase cut the wait short,
+// whatever error the library made of the cancellation.
+func phaseEnded(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		err = nil
+	}
+	return err
+}
+
+// acquire asks lk for key until it holds it, counting the times the library
+// gave up in gaveUp.
+func acquire(ctx context.Context, lk locker, key string, gaveUp *int) (func(context.Context) error, error) {
+	for {
+		unlock, err := lk.lock(ctx, key)
+		if !errors.Is(err, errGaveUp) || ctx.Err() != nil {
+			return unlock, err
+		}
+		*gaveUp++
+	}
+}
+
+// release runs unlock detached from ctx's cancellation, bounded in time.
+func release(ctx context.Context, unlock func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := unlock(ctx); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// free checks that key can be acquired soon after a phase: a waiter that
+// was cancelled must not have left it locked.
+func (b *bench) free(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, freeTimeout)
+	defer cancel()
+	var gaveUp int
+	unlock, err := acquire(ctx, b.lockers[0], key, &gaveUp)
+	if err != nil {
+		return fmt.Errorf("key %q still locked %s after the phase: %w", key, freeTimeout, err)
+	}
+	return release(ctx, unlock)
+}
+
+func summarize(tallies []tally, d time.Duration) contention {
+	var (
+		c            contention
+		waits, gaps  []time.Duration
+		most, fewest = 0, math.MaxInt
+	)
+	for _, tl := range tallies {
+		c.acquisitions += tl.acquisitions
+		c.gaveUp += tl.gaveUp
+		waits = append(waits, tl.waits...)
+		gaps = append(gaps, tl.gaps...)
+		most, fewest = max(most, tl.acquisitions), min(fewest, tl.acquisitions)
+		if tl.acquisitions == 0 {
+			c.starved++
+		}
+	}
+	c.perSec = float64(c.acquisitions) / d.Seconds()
+	c.gapMean, c.gapP99 = mean(gaps), p99(gaps)
+	c.waitP99 = p99(waits)
+	c.fairness = math.Inf(1)
+	if fewest > 0 {
+		c.fairness = float64(most) / float64(fewest)
+	}
+	return c
+}
+
+func mean(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
+
+// p99 returns the smallest sample that at least 99% of samples do not
+// exceed.
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	return s[int(math.Ceil(0.99*float64(len(s))))-1]
+}
+
+// ideal is the rate of one goroutine holding for hold back to back without
+// any lock: the ceiling of a contended phase.
+func ideal(ctx context.Context, d, hold time.Duration) float64 {
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d && ctx.Err() == nil {
+		time.Sleep(hold)
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// readyTimeout bounds the wait for a spawned redis-server to answer.
+	readyTimeout = 10 * time.Second
+	// spawnAttempts bounds how often startServer retries when a server
+	// exits at start, e.g. because another process took its port first.
+	spawnAttempts = 3
+	// killTimeout bounds the wait for the server to be reaped after SIGKILL.
+	killTimeout = 10 * time.Second
+)
+
+// server is a redis-server that lockbench started on a free 127.0.0.1 port,
+// with no persistence, and kills by pid in stop.
+type server struct {
+	cmd    *exec.Cmd
+	addr   string
+	dir    string
+	exited chan struct{} // closed once the process has been reaped
+	// admin reads INFO. It carries no round-trip hook, so its commands are
+	// never counted against a library.
+	admin *redis.Client
+}
+
+// startServer starts bin and waits until it answers with its own pid.
+func startServer(ctx context.Context, bin string) (*server, error) {
+	var errs []error
+	for range spawnAttempts {
+		s, err := spawn(ctx, bin)
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("start %s: %w", bin, errors.Join(errs...))
+}
+
+func spawn(ctx context.Context, bin string) (*server, error) {
+	port, err := freePort(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "lockbench-redis-")
+	if err != nil {
+		return nil, err
+	}
+	// Its own dir keeps any file redis-server writes out of the work tree.
+	//nolint:gosec,noctx // G204: bin is the user's -redis-server flag; no ctx: the server is killed by pid in stop, not by a context.
+	cmd := exec.Command(bin,
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, errors.Join(err, os.RemoveAll(dir))
+	}
+	s := &server{
+		cmd:    cmd,
+		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		dir:    dir,
+		exited: make(chan struct{}),
+	}
+	go func() {
+		_ = cmd.Wait() // the exit status of a killed server tells nothing
+		close(s.exited)
+	}()
+	s.admin = redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
+	if err := s.awaitReady(ctx); err != nil {
+		return nil, errors.Join(err, s.stop())
+	}
+	return s, nil
+}
+
+// awaitReady polls until the server on s.addr reports our child's pid, so
+// that another server that happens to answer on the port is never used.
+func (s *server) awaitReady(ctx context.Context) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		info, err := s.admin.Info(ctx, "server").Result()
+		if err == nil {
+			pid, _ := strconv.Atoi(infoField(info, "process_id"))
+			if pid == s.cmd.Process.Pid {
+				return nil
+			}
+			return fmt.Errorf("port %s is answered by another redis-server (pid %d)", s.addr, pid)
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("redis-server on %s exited at start; log:\n%s", s.addr, s.logTail())
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server on %s not ready after %s: %w", s.addr, readyTimeout, err)
+		}
+	}
+}
+
+// stop kills the server by pid, waits until it is reaped and removes its
+// directory.
+func (s *server) stop() error {
+	err := s.admin.Close()
+	if kerr := s.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+		err = errors.Join(err, fmt.Errorf("kill redis-server (pid %d): %w", s.cmd.Process.Pid, kerr))
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(killTimeout):
+		err = errors.Join(err, fmt.Errorf("redis-server (pid %d) not reaped after SIGKILL", s.cmd.Process.Pid))
+	}
+	return errors.Join(err, os.RemoveAll(s.dir))
+}
+
+// cpu returns the CPU time the server has used so far, user plus system,
+// across all its threads.
+func (s *server) cpu(ctx context.Context) (time.Duration, error) {
+	info, err := s.admin.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO cpu: %w", err)
+	}
+	var total float64
+	for _, field := range []string{"used_cpu_sys", "used_cpu_user"} {
+		v, err := strconv.ParseFloat(infoField(info, field), 64)
+		if err != nil {
+			return 0, fmt.Errorf("INFO cpu: %s: %w", field, err)
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
+}
+
+// infoField returns the value of "name:value" in an INFO reply, or "".
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func (s *server) logTail() string {
+	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	const tail = 2048
+	if len(b) > tail {
+		b = b[len(b)-tail:]
+	}
+	return string(b)
+}
+
+// freePort asks the kernel for a free 127.0.0.1 port. Another process may
+// take it before redis-server binds it; startServer retries then.
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := ln.Close(); err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	return port, nil
+}
