@@ -26,10 +26,15 @@ type BusyError struct {
 	// TTL is the holder's remaining time to live as last seen, a good delay
 	// before trying again. Zero when unknown.
 	TTL time.Duration
+	// Owner is the holder's Options.Owner, empty when it gave none.
+	Owner string
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("lock: %q busy for %s", e.Resource.String(), e.TTL)
+	if e.Owner == "" {
+		return fmt.Sprintf("lock: %q busy for %s", e.Resource.String(), e.TTL)
+	}
+	return fmt.Sprintf("lock: %q busy for %s, held by %s", e.Resource.String(), e.TTL, e.Owner)
 }
 
 // Unwrap returns ErrNotAcquired.

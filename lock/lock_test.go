@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -127,6 +128,28 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.LessOrEqual(t, b.rdb.PTTL(ctx, lockKey).Val(), before, "the loser extended the holder")
 		require.Zero(t, b.rdb.ZCard(ctx, lockKey+":queue").Val(), "the loser stayed in the queue")
 		require.NoError(t, lease.Release(ctx))
+	})
+
+	t.Run("BusyErrorNamesTheOwner", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: 10 * time.Second})
+		ctx := t.Context()
+		owned, err := b.locker.With(lock.Options{TTL: 10 * time.Second, Owner: "payment:confirm/task-7"})
+		require.NoError(t, err)
+		lease, err := owned.Acquire(ctx, key)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = lease.Release(context.Background()) })
+
+		for _, wait := range []time.Duration{0, 20 * time.Millisecond} {
+			rival := other(t, b, lock.Config{Wait: wait})
+			_, err = rival.Acquire(ctx, key)
+			busy, ok := errors.AsType[*lock.BusyError](err)
+			require.True(t, ok, "wait %s: %v", wait, err)
+			require.Equal(t, "payment:confirm/task-7", busy.Owner, "wait %s", wait)
+			require.NotContains(t, busy.Error(), lease.Token()[:26], "the holder's secret leaked")
+		}
+		_, err = b.locker.With(lock.Options{Owner: "a|b"})
+		require.Error(t, err)
 	})
 
 	t.Run("ReleaseTwiceIsSafe", func(t *testing.T) {

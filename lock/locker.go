@@ -46,6 +46,11 @@ type Options struct {
 	TTL     time.Duration
 	Wait    time.Duration
 	Refresh bool
+	// Owner describes the holder to people: a task type and ID, a host. It
+	// is stored with the lock, after the random token, so that a contender's
+	// BusyError and operators' tools can say who holds a resource. It must
+	// not contain '|'.
+	Owner string
 }
 
 func (o Options) withDefaults() Options {
@@ -59,6 +64,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("lock: TTL %s is under 1ms", o.TTL)
 	case o.Wait < 0:
 		return fmt.Errorf("lock: Wait %s is negative", o.Wait)
+	case strings.Contains(o.Owner, "|"):
+		return fmt.Errorf("lock: Owner %q contains '|'", o.Owner)
 	}
 	return nil
 }
@@ -171,7 +178,7 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 	start := time.Now()
 	a := &acquisition{
 		l:     l,
-		token: rand.Text(),
+		token: newToken(l.opts.Owner),
 		start: start,
 	}
 	a.resources = sortedUnique(resources)
@@ -198,7 +205,7 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 	}
 	ev := AcquireEvent{
 		Resources: a.resources, TTL: l.opts.TTL, Start: start, Wait: time.Since(start),
-		Attempts: a.attempts, Contended: a.contended, HolderTTL: a.holderTTL, Err: err,
+		Attempts: a.attempts, Contended: a.contended, HolderTTL: a.holderTTL, Holder: a.holder, Err: err,
 	}
 	if err != nil {
 		l.shared.observer.Acquired(ctx, ev)
@@ -207,6 +214,14 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 	ev.Fences = a.fences
 	l.shared.observer.Acquired(ctx, ev)
 	return newLease(ctx, a), nil
+}
+
+// newToken is 128 random bits in base32 (no ':'), then the owner, if any.
+func newToken(owner string) string {
+	if owner == "" {
+		return rand.Text()
+	}
+	return rand.Text() + ":" + owner
 }
 
 func sortedUnique(rs []Resource) []Resource {
@@ -228,6 +243,7 @@ type acquisition struct {
 	attempts   int
 	contended  time.Time
 	holderTTL  time.Duration
+	holder     string // the busy holder's Owner
 }
 
 // acquireReply is the decoded reply of acquireScript.
@@ -235,6 +251,7 @@ type acquireReply struct {
 	ok     bool
 	busy   int // index into the keys passed, 0-based
 	pttl   time.Duration
+	owner  string // the busy resource's holder's Owner
 	fences []int64
 }
 
@@ -250,7 +267,8 @@ func (n *node) acquire(ctx context.Context, keys []string, token string, o Optio
 	if !r.ok {
 		r.busy = int(v[1].(int64)) - 1
 		r.pttl = max(time.Duration(v[2].(int64))*time.Millisecond, 0)
-		rest = v[3:]
+		r.owner, _ = v[3].(string)
+		rest = v[4:]
 	}
 	r.fences = make([]int64, len(rest))
 	for i, f := range rest {
@@ -260,14 +278,14 @@ func (n *node) acquire(ctx context.Context, keys []string, token string, o Optio
 }
 
 func (a *acquisition) noteBusy(r acquireReply) {
-	a.holderTTL = r.pttl
+	a.holderTTL, a.holder = r.pttl, r.owner
 	if a.contended.IsZero() {
 		a.contended = time.Now()
 	}
 }
 
 func (a *acquisition) busyError(i int) error {
-	return &BusyError{Resource: a.resources[i], TTL: a.holderTTL}
+	return &BusyError{Resource: a.resources[i], TTL: a.holderTTL, Owner: a.holder}
 }
 
 // release runs releaseScript on every node and reaches a verdict: nil when

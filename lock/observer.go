@@ -29,9 +29,10 @@ type AcquireEvent struct {
 	// Attempts counts the scripts run against Redis (per node in quorum mode).
 	Attempts int
 	// Contended is when Acquire first found a resource held (zero if never),
-	// and HolderTTL that holder's remaining TTL.
+	// HolderTTL that holder's remaining TTL, and Holder its Options.Owner.
 	Contended time.Time
 	HolderTTL time.Duration
+	Holder    string
 	// Fences are the fencing tokens, in Resources order, on success.
 	Fences []int64
 	// Err is nil on success, a *BusyError when contended past the wait

@@ -68,7 +68,8 @@ end
 //	ARGV[5] -> the caller's channel (when waiting)
 //
 // Returns {1, fence...}: every resource acquired, or
-// {0, i, pttl, fence...}: resource i is held by another for pttl ms more;
+// {0, i, pttl, owner, fence...}: resource i is held by another for pttl ms
+// more (owner: what follows the first ':' of its token, or ”);
 // when waiting, the resources before i are acquired (their fences follow)
 // and the caller is queued on resource i.
 var acquireScript = redis.NewScript(prelude + `
@@ -77,7 +78,7 @@ local n = #KEYS / 3
 if n == 1 and redis.call('EXISTS', KEYS[3]) == 0 and redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
   return {1, bump(KEYS[2])}
 end
-local mine, busy, pttl = {}, nil, 0
+local mine, busy, pttl, owner = {}, nil, 0, ''
 for i = 1, n do
   local lk = KEYS[3*i-2]
   local holder = redis.call('GET', lk)
@@ -88,6 +89,7 @@ for i = 1, n do
   end
   if holder and holder ~= token then
     busy, pttl = i, redis.call('PTTL', lk)
+    owner = string.match(holder, '^[^:]*:(.*)$') or ''
     break
   end
 end
@@ -105,7 +107,7 @@ if wait > 0 then
   redis.call('ZADD', qk, 'NX', now(), token .. '|' .. ARGV[5] .. '|' .. ttl .. '|' .. ARGV[4])
   if redis.call('PTTL', qk) < wait then redis.call('PEXPIRE', qk, wait) end
 end
-return {0, busy, pttl, unpack(fences)}
+return {0, busy, pttl, owner, unpack(fences)}
 `)
 
 // releaseScript deletes each lock the token still holds and hands it to the
