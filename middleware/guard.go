@@ -1,0 +1,277 @@
+package middleware
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// Defaults of a Rule and a GuardConfig.
+const (
+	DefaultLockTTL      = 10 * time.Second
+	DefaultWait         = time.Second
+	DefaultSlotsPerKey  = 2
+	DefaultSafetyNet    = 5 * time.Minute
+	DefaultMaxBusy      = 1000
+	DefaultBusyDeadline = time.Hour
+)
+
+// A KeyFunc derives from a task's payload the resources it must hold. It
+// returns a *PayloadError when the payload cannot be decoded or is invalid.
+type KeyFunc func(t *asynq.Task) ([]lock.Resource, error)
+
+// A Rule guards one task type.
+type Rule struct {
+	Type string
+	Keys KeyFunc
+	// MaxRetry and Timeout are the type's enqueue options. The guard needs
+	// a retry to park a task and a timeout of whole seconds (asynq stores
+	// timeouts in seconds).
+	MaxRetry int
+	Timeout  time.Duration
+	// TTL is the lock's TTL (default DefaultLockTTL); a Timeout beyond it
+	// makes the lease refresh itself while the handler runs.
+	TTL time.Duration
+	// Wait is how long a task holding one of the key's waiting slots waits
+	// for the release (default DefaultWait).
+	Wait time.Duration
+	// MaxBusy and BusyDeadline bound how often, and for how long since
+	// the first time, a task may find its keys busy before it is archived
+	// (defaults DefaultMaxBusy and DefaultBusyDeadline).
+	MaxBusy      int
+	BusyDeadline time.Duration
+}
+
+// GuardConfig configures a Guard. The zero value is usable but for Queues.
+type GuardConfig struct {
+	// Queues are the queues the worker serves: a release wakes the tasks
+	// parked on its keys in each of them.
+	Queues []string
+	// SlotsPerKey is how many tasks per key and process may wait for a
+	// release instead of parking (default DefaultSlotsPerKey).
+	SlotsPerKey int
+	// SafetyNet is the retry delay of a parked task, which only matters
+	// when its wake-up is lost (default DefaultSafetyNet).
+	SafetyNet time.Duration
+	Logger    *slog.Logger
+}
+
+// Guard runs tasks of registered types under leases on their resources.
+type Guard struct {
+	rdb    redis.UniversalClient
+	locker *lock.Locker
+	cfg    GuardConfig
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	rules   map[string]*rule
+	waiting map[string]int // per first resource: tasks of this process waiting
+	closed  bool
+
+	inflight sync.WaitGroup // guarded handlers and their wake-ups
+}
+
+type rule struct {
+	Rule
+	opts lock.Options // without Wait and Owner, which vary per task
+}
+
+// NewGuard returns a Guard that takes its leases from locker and parks
+// tasks in rdb, the Redis that asynq uses.
+func NewGuard(locker *lock.Locker, rdb redis.UniversalClient, cfg GuardConfig) *Guard {
+	cfg.SlotsPerKey = cmp.Or(cfg.SlotsPerKey, DefaultSlotsPerKey)
+	cfg.SafetyNet = cmp.Or(cfg.SafetyNet, DefaultSafetyNet)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Guard{
+		rdb: rdb, locker: locker, cfg: cfg, log: cfg.Logger,
+		rules: make(map[string]*rule), waiting: make(map[string]int),
+	}
+}
+
+// Register guards tasks of r.Type. It refuses a rule that cannot work:
+// no key function, MaxRetry < 1 (a busy round would archive the task) or a
+// Timeout under one second.
+func (g *Guard) Register(r Rule) error {
+	switch {
+	case r.Type == "" || r.Keys == nil:
+		return errors.New("middleware: a rule needs a Type and a Keys function")
+	case r.MaxRetry < 1:
+		return fmt.Errorf("middleware: %s: MaxRetry %d: a guarded task needs at least 1 to be parked", r.Type, r.MaxRetry)
+	case r.Timeout < time.Second:
+		return fmt.Errorf("middleware: %s: Timeout %s is under asynq's one-second resolution", r.Type, r.Timeout)
+	}
+	r.TTL = cmp.Or(r.TTL, DefaultLockTTL)
+	r.Wait = cmp.Or(r.Wait, DefaultWait)
+	r.MaxBusy = cmp.Or(r.MaxBusy, DefaultMaxBusy)
+	r.BusyDeadline = cmp.Or(r.BusyDeadline, DefaultBusyDeadline)
+	// A handler that may run past half the TTL gets a refreshing lease.
+	opts := lock.Options{TTL: r.TTL, Refresh: r.Timeout > r.TTL/2}
+	if _, err := g.locker.With(opts); err != nil {
+		return fmt.Errorf("middleware: %s: %w", r.Type, err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, dup := g.rules[r.Type]; dup {
+		return fmt.Errorf("middleware: %s registered twice", r.Type)
+	}
+	g.rules[r.Type] = &rule{Rule: r, opts: opts}
+	return nil
+}
+
+// Middleware is the asynq middleware. Tasks of types without a rule pass
+// through untouched.
+func (g *Guard) Middleware(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		g.mu.Lock()
+		r, closed := g.rules[t.Type()], g.closed
+		if r != nil && !closed {
+			g.inflight.Add(1)
+		}
+		g.mu.Unlock()
+		switch {
+		case r == nil:
+			return next.ProcessTask(ctx, t)
+		case closed:
+			return fmt.Errorf("middleware: %s: worker shutting down", t.Type())
+		}
+		defer g.inflight.Done()
+		return g.process(ctx, r, t, next)
+	})
+}
+
+func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.Handler) error {
+	resources, err := r.Keys(t)
+	if err == nil && len(resources) == 0 {
+		err = errors.New("no resources to lock")
+	}
+	if err != nil {
+		return fmt.Errorf("%s: bad payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	owner := strings.ReplaceAll(t.Type()+"/"+id, "|", "/")
+
+	lease, err := g.acquire(ctx, r, resources, owner)
+	if busy, ok := errors.AsType[*lock.BusyError](err); ok {
+		return g.park(ctx, r, t, queue, id, busy)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: lock: %w", t.Type(), err)
+	}
+
+	hctx, cancel := context.WithCancelCause(ctx)
+	after := &afterRelease{}
+	hctx = context.WithValue(hctx, leaseKey{}, lease)
+	hctx = context.WithValue(hctx, afterKey{}, after)
+	// The lease outlives ctx: asynq cancels ctx and abandons the handler on
+	// timeout or shutdown, but the handler may still be running, so the
+	// lease refreshes until it really returns, and only its loss cancels
+	// hctx on the lease's account.
+	watch := make(chan struct{})
+	go func() {
+		select {
+		case <-lease.Done():
+			cancel(fmt.Errorf("%s: %w", t.Type(), ErrLeaseLost))
+		case <-watch:
+		}
+	}()
+	defer func() {
+		close(watch)
+		cancel(nil)
+		g.release(ctx, t, lease, after)
+	}()
+	return next.ProcessTask(hctx, t)
+}
+
+// acquire takes one of the first resource's waiting slots if one is free
+// and waits up to the rule's budget for the release; otherwise it tries
+// once, so that a hot key never ties up more than a few worker slots.
+func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource, owner string) (*lock.Lease, error) {
+	opts := r.opts
+	opts.Owner = owner
+	slot := resources[0].String()
+	g.mu.Lock()
+	if g.waiting[slot] < g.cfg.SlotsPerKey {
+		g.waiting[slot]++
+		opts.Wait = r.Wait
+	}
+	g.mu.Unlock()
+	if opts.Wait > 0 {
+		defer func() {
+			g.mu.Lock()
+			if g.waiting[slot]--; g.waiting[slot] == 0 {
+				delete(g.waiting, slot)
+			}
+			g.mu.Unlock()
+		}()
+	}
+	l, err := g.locker.With(opts)
+	if err != nil {
+		return nil, err
+	}
+	return l.Acquire(ctx, resources...)
+}
+
+// releaseTimeout bounds a release and the wake-up that follows it.
+const releaseTimeout = 5 * time.Second
+
+// release gives the lease back on a context detached from the task's, so a
+// cancelled or timed-out task still releases, wakes the next parked task,
+// then runs the after-release work.
+func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, after *afterRelease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	switch err := lease.Release(ctx); {
+	case errors.Is(err, lock.ErrNotHeld):
+		g.log.WarnContext(ctx, "lock was already gone at release: its TTL is too tight for this task",
+			slog.String("task_type", t.Type()), slog.Duration("held", time.Since(lease.AcquiredAt())))
+	case err != nil:
+		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
+			slog.String("task_type", t.Type()), slog.Any("error", err))
+	default:
+		g.wake(ctx, lease.Resources())
+	}
+	after.run(ctx)
+}
+
+// Shutdown stops taking guarded tasks and waits, until ctx ends, for the
+// guarded handlers still running, including those asynq has abandoned
+// after a timeout, so that their leases are released before the Redis
+// clients close.
+func (g *Guard) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		g.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("middleware: guarded handlers still running: %w", context.Cause(ctx))
+	}
+}
+
+// PayloadError reports a payload that cannot be decoded or is invalid. The
+// guard archives its task without retrying and without taking a lock.
+type PayloadError struct {
+	Field   string
+	Problem string
+}
+
+func (e *PayloadError) Error() string { return "field " + e.Field + ": " + e.Problem }

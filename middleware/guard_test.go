@@ -1,0 +1,255 @@
+package middleware_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/middleware"
+)
+
+const guardedType = "test:guarded"
+
+type payload struct {
+	Key string `json:"key"`
+}
+
+func keysOf(t *asynq.Task) ([]lock.Resource, error) {
+	var p payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return nil, &middleware.PayloadError{Field: "(body)", Problem: err.Error()}
+	}
+	if p.Key == "" {
+		return nil, &middleware.PayloadError{Field: "key", Problem: "missing"}
+	}
+	return []lock.Resource{lock.Key("thing", p.Key)}, nil
+}
+
+// worker is an asynq server on a real redis-server, behind Recover and the
+// guard, with handler as the guarded type's handler.
+type worker struct {
+	rdb     redis.UniversalClient
+	client  *asynq.Client
+	inspect *asynq.Inspector
+	guard   *middleware.Guard
+}
+
+func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc) *worker {
+	t.Helper()
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	locker, err := lock.New(rdb, lock.Config{})
+	require.NoError(t, err)
+	guard := middleware.NewGuard(locker, rdb, middleware.GuardConfig{
+		Queues:    []string{"default"},
+		SafetyNet: time.Hour, // only wake-ups may bring a parked task back
+	})
+	require.NoError(t, guard.Register(middleware.Rule{
+		Type: guardedType, Keys: keysOf, MaxRetry: 3, Timeout: 10 * time.Second, TTL: 5 * time.Second,
+	}))
+	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{"default": 1},
+		IsFailure:                middleware.IsFailure,
+		RetryDelayFunc:           guard.RetryDelay,
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		ShutdownTimeout:          5 * time.Second,
+		LogLevel:                 asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(middleware.Recover(slog.New(slog.DiscardHandler)), guard.Middleware)
+	mux.Handle(guardedType, handler)
+	require.NoError(t, server.Start(mux))
+	t.Cleanup(func() {
+		server.Shutdown()
+		require.NoError(t, guard.Shutdown(context.Background()))
+		require.NoError(t, locker.Close())
+	})
+	return &worker{
+		rdb: rdb, guard: guard,
+		client:  asynq.NewClientFromRedisClient(rdb),
+		inspect: asynq.NewInspectorFromRedisClient(rdb),
+	}
+}
+
+func (w *worker) enqueue(t *testing.T, key string) {
+	t.Helper()
+	b, err := json.Marshal(payload{Key: key})
+	require.NoError(t, err)
+	_, err = w.client.Enqueue(asynq.NewTask(guardedType, b), asynq.MaxRetry(3), asynq.Timeout(10*time.Second), asynq.Retention(time.Hour))
+	require.NoError(t, err)
+}
+
+// overlaps detects two handlers inside the same resource at once.
+type overlaps struct {
+	inside, seen atomic.Int64
+	done         atomic.Int64
+}
+
+func (o *overlaps) hold(d time.Duration) {
+	if o.inside.Add(1) > 1 {
+		o.seen.Add(1)
+	}
+	time.Sleep(d)
+	o.inside.Add(-1)
+	o.done.Add(1)
+}
+
+func waitFor(t *testing.T, within time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestGuard_OneKeyNeverOverlaps(t *testing.T) {
+	t.Parallel()
+	var o overlaps
+	w := startWorker(t, 16, func(ctx context.Context, _ *asynq.Task) error {
+		require.NotNil(t, middleware.Lease(ctx), "no lease in the handler's context")
+		o.hold(time.Millisecond)
+		return nil
+	})
+	const n = 200
+	for range n {
+		w.enqueue(t, "hot")
+	}
+	waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
+	require.Zero(t, o.seen.Load(), "two handlers held the key at once")
+
+	waitFor(t, 5*time.Second, func() bool {
+		q, err := w.inspect.GetQueueInfo("default")
+		return err == nil && q.Completed == n
+	}, "not every task completed")
+	done, err := w.inspect.ListCompletedTasks("default", asynq.PageSize(n))
+	require.NoError(t, err)
+	for _, ti := range done {
+		require.Zero(t, ti.Retried, "a busy round counted as a failure: %s", ti.LastErr)
+	}
+}
+
+func TestGuard_ParkedTasksAreWokenByReleases(t *testing.T) {
+	t.Parallel()
+	var o overlaps
+	w := startWorker(t, 8, func(context.Context, *asynq.Task) error {
+		o.hold(2 * time.Millisecond)
+		return nil
+	})
+	const n = 100
+	for range n {
+		w.enqueue(t, "hot")
+	}
+	// The safety net is an hour: only releases can bring parked tasks back.
+	waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
+	require.Zero(t, o.seen.Load())
+}
+
+func TestGuard_BadPayloadIsArchived(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Bool
+	w := startWorker(t, 2, func(context.Context, *asynq.Task) error {
+		ran.Store(true)
+		return nil
+	})
+	_, err := w.client.Enqueue(asynq.NewTask(guardedType, []byte(`{"key":""}`)), asynq.MaxRetry(3))
+	require.NoError(t, err)
+	var archived []*asynq.TaskInfo
+	waitFor(t, 10*time.Second, func() bool {
+		archived, err = w.inspect.ListArchivedTasks("default")
+		return err == nil && len(archived) == 1
+	}, "bad payload not archived")
+	require.Contains(t, archived[0].LastErr, guardedType)
+	require.Contains(t, archived[0].LastErr, "field key: missing")
+	require.False(t, ran.Load(), "the handler ran on a bad payload")
+	keys, err := w.rdb.Keys(context.Background(), lock.DefaultPrefix+"*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		require.NotContains(t, k, "}:", "only fence/queue keys may remain")
+	}
+}
+
+func TestGuard_PanicReleasesTheLock(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	w := startWorker(t, 2, func(context.Context, *asynq.Task) error {
+		if calls.Add(1) == 1 {
+			panic("boom")
+		}
+		return nil
+	})
+	w.enqueue(t, "p")
+	waitFor(t, 10*time.Second, func() bool { return calls.Load() >= 1 }, "handler never ran")
+	waitFor(t, 5*time.Second, func() bool {
+		return w.rdb.Exists(context.Background(), lock.DefaultPrefix+"{thing:p}").Val() == 0
+	}, "the panicking task kept its lock")
+}
+
+func TestGuard_AfterReleaseRunsWithoutTheLock(t *testing.T) {
+	t.Parallel()
+	var (
+		mu     sync.Mutex
+		exists int64 = -1
+	)
+	var w *worker
+	w = startWorker(t, 2, func(ctx context.Context, _ *asynq.Task) error {
+		middleware.AfterRelease(ctx, func(ctx context.Context) {
+			mu.Lock()
+			defer mu.Unlock()
+			exists = w.rdb.Exists(ctx, lock.DefaultPrefix+"{thing:a}").Val()
+		})
+		return nil
+	})
+	w.enqueue(t, "a")
+	waitFor(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return exists >= 0 }, "after-release work never ran")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Zero(t, exists, "after-release work ran while the lock was held")
+}
+
+func TestGuard_LeaseLossCancelsTheHandler(t *testing.T) {
+	t.Parallel()
+	cause := make(chan error, 1)
+	var w *worker
+	w = startWorker(t, 2, func(ctx context.Context, _ *asynq.Task) error {
+		// Another owner takes the lock from under us; the refresher or the
+		// TTL timer notices and the context ends.
+		w.rdb.Set(ctx, lock.DefaultPrefix+"{thing:l}", "thief", time.Minute)
+		_ = middleware.Lease(ctx).Extend(ctx, 0)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return nil
+	})
+	w.enqueue(t, "l")
+	select {
+	case err := <-cause:
+		require.ErrorIs(t, err, middleware.ErrLeaseLost)
+	case <-time.After(10 * time.Second):
+		t.Fatal("lease loss did not cancel the handler")
+	}
+}
+
+func TestGuard_RegisterRefusesUnsafeRules(t *testing.T) {
+	t.Parallel()
+	_, rdb := redistest.MiniClient(t)
+	locker, err := lock.New(rdb, lock.Config{})
+	require.NoError(t, err)
+	g := middleware.NewGuard(locker, rdb, middleware.GuardConfig{Queues: []string{"default"}})
+	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 0, Timeout: time.Minute}))
+	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: 500 * time.Millisecond}))
+	require.NoError(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: time.Minute}))
+	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: time.Minute}), "registered twice")
+}

@@ -1,0 +1,161 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// The scripts below work on asynq v0.26's own keys (internal/rdb), which all
+// share the queue's hash tag, so our per-key parked list lives under the
+// same tag: one script can touch both on Redis Cluster. A test runs them
+// against the pinned asynq.
+func taskKeyPrefix(queue string) string { return "asynq:{" + queue + "}:t:" }
+func retryKey(queue string) string      { return "asynq:{" + queue + "}:retry" }
+func pendingKey(queue string) string    { return "asynq:{" + queue + "}:pending" }
+
+func parkedKey(queue string, r lock.Resource) string {
+	return "asynq:{" + queue + "}:turnstile:parked:" + r.String()
+}
+
+// parkScript counts a busy round on the task's hash and puts its ID at the
+// tail of the resource's parked list, once.
+//
+//	KEYS[1] -> parked list  KEYS[2] -> asynq:{q}:t:<id>
+//	ARGV[1] -> task ID  ARGV[2] -> now, unix ms
+//
+// Returns {busy rounds so far, unix ms of the first}.
+var parkScript = redis.NewScript(`
+local n = redis.call('HINCRBY', KEYS[2], 'turnstile_busy', 1)
+redis.call('HSETNX', KEYS[2], 'turnstile_busy_since', ARGV[2])
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return {n, tonumber(redis.call('HGET', KEYS[2], 'turnstile_busy_since'))}
+`)
+
+// wakeScript moves the first parked task that waits in the retry set to
+// the head of the pending list, as asynq's own requeue does, so the next
+// worker to dequeue runs it. Entries of tasks that are gone are dropped.
+//
+//	KEYS[1] -> parked list  KEYS[2] -> retry set  KEYS[3] -> pending list
+//	ARGV[1] -> task key prefix
+//
+// Returns 1 when it woke a task, 0 when none was parked, and 2 when the
+// head is still active: it returned busy an instant ago and asynq has not
+// yet moved it to the retry set; it keeps its place and the caller tries
+// again shortly.
+var wakeScript = redis.NewScript(`
+while true do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then return 0 end
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    redis.call('RPUSH', KEYS[3], id)
+    redis.call('HSET', ARGV[1] .. id, 'state', 'pending')
+    return 1
+  end
+  if redis.call('HGET', ARGV[1] .. id, 'state') == 'active' then
+    redis.call('LPUSH', KEYS[1], id)
+    return 2
+  end
+end
+`)
+
+// ErrBusy marks a task that found its resources held and was parked. It
+// is flow control, not failure: IsFailure says so.
+var ErrBusy = errors.New("resource busy")
+
+// ErrLeaseLost is the cause of a handler's context cancellation when its
+// lease can no longer be proven: the lock may already be someone else's.
+var ErrLeaseLost = errors.New("lease lost")
+
+// IsFailure is asynq.Config.IsFailure for a guarded worker: a busy round
+// does not use up the task's retries.
+func IsFailure(err error) bool { return !errors.Is(err, ErrBusy) }
+
+// RetryDelay is asynq.Config.RetryDelayFunc for a guarded worker: a parked
+// task waits the safety net, since a release wakes it; other errors back
+// off as asynq does by default.
+func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, ErrBusy) {
+		return g.cfg.SafetyNet
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
+}
+
+// park records the busy round and parks the task, or archives it when it
+// has been busy too often or too long. The returned error is the task's
+// last error in asynq: it names the key's kind, the holder and its TTL.
+func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id string, busy *lock.BusyError) error {
+	holder := busy.Owner
+	if holder == "" {
+		holder = "unknown"
+	}
+	what := fmt.Sprintf("%s: %s lock busy for %s, held by %s", t.Type(), busy.Resource.Kind(), busy.TTL.Round(time.Millisecond), holder)
+	now := time.Now()
+	v, err := parkScript.Run(ctx, g.rdb, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
+		id, now.UnixMilli()).Int64Slice()
+	if err != nil {
+		// Not parked: the safety net is the only wake-up left.
+		g.log.WarnContext(ctx, "park busy task", slog.String("task_type", t.Type()), slog.Any("error", err))
+		return fmt.Errorf("%s: %w", what, ErrBusy)
+	}
+	rounds, since := v[0], time.UnixMilli(v[1])
+	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
+		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
+	}
+	return fmt.Errorf("%s (busy round %d): %w", what, rounds, ErrBusy)
+}
+
+// wakeRetries bounds the re-tries of a wake-up whose head task is still on
+// its way to the retry set; wakeRetryEvery spaces them.
+const (
+	wakeRetries    = 20
+	wakeRetryEvery = 5 * time.Millisecond
+)
+
+// wake moves the first task parked on each of resources, in every queue,
+// to the head of its queue. It runs after the release, detached from the
+// task's context.
+func (g *Guard) wake(ctx context.Context, resources []lock.Resource) {
+	type list struct {
+		queue string
+		res   lock.Resource
+	}
+	var lists []list
+	for _, q := range g.cfg.Queues {
+		for _, res := range resources {
+			lists = append(lists, list{q, res})
+		}
+	}
+	for attempt := 0; len(lists) > 0; attempt++ {
+		if attempt > 0 {
+			if attempt == wakeRetries {
+				return // the safety net takes over
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wakeRetryEvery):
+			}
+		}
+		later := lists[:0]
+		for _, l := range lists {
+			n, err := wakeScript.Run(ctx, g.rdb, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
+				taskKeyPrefix(l.queue)).Int()
+			if err != nil {
+				g.log.WarnContext(ctx, "wake parked task", slog.String("queue", l.queue), slog.Any("error", err))
+			}
+			if n == 2 {
+				later = append(later, l)
+			}
+		}
+		lists = later
+	}
+}
