@@ -112,6 +112,24 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.LessOrEqual(t, busy.TTL, 10*time.Second)
 	})
 
+	t.Run("HeldFollowsTheLease", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		held, err := b.locker.Held(ctx, key)
+		require.NoError(t, err)
+		require.False(t, held)
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		held, err = other(t, b, lock.Config{}).Held(ctx, key)
+		require.NoError(t, err)
+		require.True(t, held)
+		require.NoError(t, lease.Release(ctx))
+		held, err = b.locker.Held(ctx, key)
+		require.NoError(t, err)
+		require.False(t, held)
+	})
+
 	t.Run("FailedAcquireLeavesHolderAlone", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, lock.Config{TTL: 10 * time.Second})

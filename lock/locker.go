@@ -363,3 +363,33 @@ func (s *shared) each(ctx context.Context, fn func(context.Context, *node)) {
 	}
 	wg.Wait()
 }
+
+// Held reports whether anyone holds r (a majority of the nodes, in quorum
+// mode). It is a snapshot, for callers that must not miss a release that
+// happened just before they started listening for one, as the worker's
+// parked tasks do.
+func (l *Locker) Held(ctx context.Context, r Resource) (bool, error) {
+	key := r.redisKeys(l.shared.prefix).lock
+	var (
+		mu            sync.Mutex
+		answered, yes int
+		errs          []error
+	)
+	l.shared.each(ctx, func(ctx context.Context, n *node) {
+		v, err := n.client.Exists(ctx, key).Result()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		answered++
+		if v > 0 {
+			yes++
+		}
+	})
+	if answered < l.shared.quorum {
+		return false, fmt.Errorf("lock: held: %w", errors.Join(errs...))
+	}
+	return yes >= l.shared.quorum, nil
+}

@@ -287,10 +287,15 @@ func TestLocker_Quorum(t *testing.T) {
 	servers[0].Stop()
 	one, err := a.Acquire(t.Context(), lock.Key("one down"))
 	require.NoError(t, err, "one of three down must not stop the quorum")
+	isHeld, err := b.Held(t.Context(), lock.Key("one down"))
+	require.NoError(t, err)
+	require.True(t, isHeld, "two of three nodes hold it")
 	require.NoError(t, one.Release(t.Context()))
 
 	servers[1].Stop()
 	_, err = tryOnce.Acquire(t.Context(), lock.Key("two down"))
 	require.Error(t, err, "two of three down must stop the quorum")
+	_, err = tryOnce.Held(t.Context(), lock.Key("two down"))
+	require.Error(t, err, "without a quorum, Held cannot say")
 	require.NotErrorIs(t, err, lock.ErrNotAcquired, "not a contention")
 }

@@ -241,7 +241,7 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, a
 		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:
-		g.wake(ctx, lease.Resources())
+		g.wake(ctx, g.cfg.Queues, lease.Resources())
 	}
 	after.run(ctx)
 }

@@ -63,6 +63,9 @@ func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc) *work
 		IsFailure:                middleware.IsFailure,
 		RetryDelayFunc:           guard.RetryDelay,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		// An idle server polls its queues this often: it bounds how soon a
+		// woken task runs.
+		TaskCheckInterval: 20 * time.Millisecond,
 		ShutdownTimeout:          5 * time.Second,
 		LogLevel:                 asynq.FatalLevel,
 	})

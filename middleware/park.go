@@ -110,30 +110,47 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
 		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
 	}
+	// A release between our failed acquire and the park found nobody to
+	// wake. If the resource is free now, that happened: wake the list
+	// ourselves (the wake-up waits until asynq has moved us to the retry
+	// set). If it is held, its holder's release comes after our park.
+	if held, err := g.locker.Held(ctx, busy.Resource); err != nil || !held {
+		g.inflight.Add(1)
+		go func() {
+			defer g.inflight.Done()
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer cancel()
+			g.wake(wctx, []string{queue}, []lock.Resource{busy.Resource})
+		}()
+	}
 	return fmt.Errorf("%s (busy round %d): %w", what, rounds, ErrBusy)
 }
 
 // wakeRetries bounds the re-tries of a wake-up whose head task is still on
-// its way to the retry set; wakeRetryEvery spaces them.
+// its way to the retry set, spaced from wakeRetryFirst doubling up to
+// wakeRetryMax: about 2.5 s in all, since a loaded worker can take a while
+// to finish a task.
 const (
-	wakeRetries    = 20
-	wakeRetryEvery = 5 * time.Millisecond
+	wakeRetries    = 30
+	wakeRetryFirst = 5 * time.Millisecond
+	wakeRetryMax   = 100 * time.Millisecond
 )
 
-// wake moves the first task parked on each of resources, in every queue,
-// to the head of its queue. It runs after the release, detached from the
-// task's context.
-func (g *Guard) wake(ctx context.Context, resources []lock.Resource) {
+// wake moves the first task parked on each of resources, in each of
+// queues, to the head of its queue. It runs detached from the task's
+// context.
+func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Resource) {
 	type list struct {
 		queue string
 		res   lock.Resource
 	}
 	var lists []list
-	for _, q := range g.cfg.Queues {
+	for _, q := range queues {
 		for _, res := range resources {
 			lists = append(lists, list{q, res})
 		}
 	}
+	pause := wakeRetryFirst
 	for attempt := 0; len(lists) > 0; attempt++ {
 		if attempt > 0 {
 			if attempt == wakeRetries {
@@ -142,8 +159,9 @@ func (g *Guard) wake(ctx context.Context, resources []lock.Resource) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(wakeRetryEvery):
+			case <-time.After(pause):
 			}
+			pause = min(2*pause, wakeRetryMax)
 		}
 		later := lists[:0]
 		for _, l := range lists {
