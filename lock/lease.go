@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ type Lease struct {
 	fences    []int64
 	acquired  time.Time
 	ttl       time.Duration
+	maxHold   time.Duration
 
 	mu         sync.Mutex
 	validUntil time.Time
@@ -45,6 +47,7 @@ func newLease(ctx context.Context, a *acquisition) *Lease {
 		fences:     a.fences,
 		acquired:   time.Now(),
 		ttl:        a.l.opts.TTL,
+		maxHold:    a.l.opts.MaxHold,
 		validUntil: a.validUntil,
 		done:       make(chan struct{}),
 	}
@@ -199,10 +202,22 @@ func (l *Lease) refresh(ctx context.Context) {
 			l.lose(ctx, ErrNotHeld)
 			return
 		}
+		ttl := l.ttl
+		if l.maxHold > 0 {
+			// The last extension ends exactly at the cap; after it the
+			// lease just runs out.
+			ttl = min(ttl, time.Until(l.acquired.Add(l.maxHold)))
+			if ttl < time.Millisecond {
+				l.expire(ctx, left)
+				return
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, left)
-		err := l.Extend(rctx, l.ttl)
+		err := l.Extend(rctx, ttl)
 		cancel()
 		switch {
+		case err == nil && l.maxHold > 0:
+			next.Reset(max(min(interval, time.Until(l.acquired.Add(l.maxHold))), 0))
 		case err == nil:
 			next.Reset(interval)
 		case errors.Is(err, ErrNotHeld):
@@ -216,6 +231,18 @@ func (l *Lease) refresh(ctx context.Context) {
 			}
 			next.Reset(min(interval/4+jitter(interval/8), l.TTL()))
 		}
+	}
+}
+
+// expire ends the lease when its validity, left from now, runs out,
+// unless Release comes first.
+func (l *Lease) expire(ctx context.Context, left time.Duration) {
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+		l.lose(ctx, fmt.Errorf("%w: held for its MaxHold of %s", ErrNotHeld, l.maxHold))
 	}
 }
 

@@ -46,6 +46,11 @@ type Options struct {
 	TTL     time.Duration
 	Wait    time.Duration
 	Refresh bool
+	// MaxHold caps a refreshing lease: once it has been held this long it
+	// stops extending itself and ends when its TTL runs out, so work that
+	// ignores cancellation cannot keep a resource forever. Zero means no
+	// cap.
+	MaxHold time.Duration
 	// Owner describes the holder to people: a task type and ID, a host. It
 	// is stored with the lock, after the random token, so that a contender's
 	// BusyError and operators' tools can say who holds a resource. It must
@@ -64,6 +69,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("lock: TTL %s is under 1ms", o.TTL)
 	case o.Wait < 0:
 		return fmt.Errorf("lock: Wait %s is negative", o.Wait)
+	case o.MaxHold < 0:
+		return fmt.Errorf("lock: MaxHold %s is negative", o.MaxHold)
 	case strings.Contains(o.Owner, "|"):
 		return fmt.Errorf("lock: Owner %q contains '|'", o.Owner)
 	}

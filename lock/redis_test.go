@@ -203,6 +203,29 @@ func TestLease_Refresh(t *testing.T) {
 		require.Error(t, lease.Release(t.Context()))
 	})
 
+	t.Run("MaxHoldStopsTheRefresh", func(t *testing.T) {
+		t.Parallel()
+		srv := redistest.Server(t)
+		rdb := srv.Client(t)
+		const ttl, maxHold = 150 * time.Millisecond, 500 * time.Millisecond
+		base, err := lock.New(rdb, lock.Config{TTL: ttl, Refresh: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, base.Close()) })
+		l, err := base.With(lock.Options{TTL: ttl, Refresh: true, MaxHold: maxHold})
+		require.NoError(t, err)
+		lease, err := l.Acquire(t.Context(), lock.Key("job", 4))
+		require.NoError(t, err)
+
+		<-receiveDone(t, lease)
+		held := time.Since(lease.AcquiredAt())
+		require.GreaterOrEqual(t, held, maxHold-ttl/2, "refreshed past its TTL, up to the cap")
+		require.Less(t, held, maxHold+ttl, "the cap did not stop the refresh")
+		require.ErrorIs(t, lease.Err(), lock.ErrNotHeld)
+		require.Eventually(t, func() bool {
+			return rdb.Exists(t.Context(), lock.DefaultPrefix+"{job:4}").Val() == 0
+		}, 5*time.Second, time.Millisecond, "Redis still holds the lock")
+	})
+
 	t.Run("LeaseWithoutRefreshEndsAtTTL", func(t *testing.T) {
 		t.Parallel()
 		srv := redistest.Server(t)
