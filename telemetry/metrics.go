@@ -1,0 +1,174 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// lockBuckets are histogram boundaries in seconds. The SDK's default
+// boundaries (0 to 10000) suit milliseconds; lock waits and holds are
+// milliseconds to tens of seconds (the default TTL is 30s).
+var lockBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Metrics holds turnstile's lock and task instruments. Every label it
+// records is low-cardinality: the task type, the resource kinds and an
+// outcome; never a raw key or an ID. A nil *Metrics records nothing, so a
+// caller may keep one unconditionally.
+type Metrics struct {
+	waitDuration metric.Float64Histogram
+	holdDuration metric.Float64Histogram
+	acquisitions metric.Int64Counter
+	releases     metric.Int64Counter
+	losses       metric.Int64Counter
+	busyRetries  metric.Int64Counter
+	held         metric.Int64UpDownCounter
+	waiters      metric.Int64UpDownCounter
+}
+
+// NewMetrics creates the instruments on mp's meter for ScopeName. A nil mp
+// means otel.GetMeterProvider(). Creating the same instruments twice from
+// one provider is fine: the SDK returns the same instruments, so the lock
+// observer and the lock guard may each call it.
+//
+// Instrument errors cannot happen with these constant names on the SDK; a
+// provider that still reports one gets it passed to otel.Handle, and the
+// instrument it returned (no-op at worst) is used.
+func NewMetrics(mp metric.MeterProvider) *Metrics {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(ScopeName)
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var (
+		out Metrics
+		err error
+	)
+	out.waitDuration, err = m.Float64Histogram(MetricLockWaitDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time Acquire took, whatever its outcome."),
+		metric.WithExplicitBucketBoundaries(lockBuckets...))
+	check(err)
+	out.holdDuration, err = m.Float64Histogram(MetricLockHoldDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time from acquisition to release of a lease."),
+		metric.WithExplicitBucketBoundaries(lockBuckets...))
+	check(err)
+	out.acquisitions, err = m.Int64Counter(MetricLockAcquisitions, metric.WithUnit("{acquisition}"),
+		metric.WithDescription("Acquire calls, by outcome: acquired, busy or error."))
+	check(err)
+	out.releases, err = m.Int64Counter(MetricLockReleases, metric.WithUnit("{release}"),
+		metric.WithDescription("Release calls, by outcome: released, not_held (TTL too tight) or error."))
+	check(err)
+	out.losses, err = m.Int64Counter(MetricLockLosses, metric.WithUnit("{lease}"),
+		metric.WithDescription("Leases that lost their resources before Release."))
+	check(err)
+	out.busyRetries, err = m.Int64Counter(MetricTaskBusyRetries, metric.WithUnit("{task}"),
+		metric.WithDescription("Tasks given back to the queue because a lock was busy."))
+	check(err)
+	out.held, err = m.Int64UpDownCounter(MetricLockHeld, metric.WithUnit("{lease}"),
+		metric.WithDescription("Leases held by this process."))
+	check(err)
+	out.waiters, err = m.Int64UpDownCounter(MetricLockWaiters, metric.WithUnit("{waiter}"),
+		metric.WithDescription("Acquire calls of this process waiting for a resource."))
+	check(err)
+	if len(errs) > 0 {
+		otel.Handle(errors.Join(errs...))
+	}
+	return &out
+}
+
+// BusyRetry counts a task given back to the queue because resources were
+// held by another owner. The lock guard calls it when it parks a task;
+// only the resources' kinds become labels.
+func (m *Metrics) BusyRetry(ctx context.Context, resources ...lock.Resource) {
+	if m == nil {
+		return
+	}
+	m.busyRetries.Add(ctx, 1, labels(ctx, resources))
+}
+
+// AddWaiters adds delta (+1 when a wait starts, -1 when it ends) to the
+// number of Acquire calls waiting for resources. The lock observer only
+// hears of a wait after it ended, so the caller that waits reports it.
+func (m *Metrics) AddWaiters(ctx context.Context, delta int64, resources ...lock.Resource) {
+	if m == nil {
+		return
+	}
+	m.waiters.Add(ctx, delta, labels(ctx, resources))
+}
+
+func (m *Metrics) acquired(ctx context.Context, ev lock.AcquireEvent, outcome string) {
+	if m == nil {
+		return
+	}
+	attrs := labels(ctx, ev.Resources, AttrOutcome.String(outcome))
+	m.waitDuration.Record(ctx, ev.Wait.Seconds(), attrs)
+	m.acquisitions.Add(ctx, 1, attrs)
+	if outcome == OutcomeAcquired {
+		m.held.Add(ctx, 1, labels(ctx, ev.Resources))
+	}
+}
+
+func (m *Metrics) released(ctx context.Context, ev lock.ReleaseEvent, outcome string) {
+	if m == nil {
+		return
+	}
+	attrs := labels(ctx, ev.Resources, AttrOutcome.String(outcome))
+	m.holdDuration.Record(ctx, ev.Held.Seconds(), attrs)
+	m.releases.Add(ctx, 1, attrs)
+	// Whatever the outcome, this process no longer holds the lease: a lost
+	// lease is still Released by its owner, so this is the one decrement.
+	m.held.Add(ctx, -1, labels(ctx, ev.Resources))
+}
+
+func (m *Metrics) lost(ctx context.Context, ev lock.LostEvent) {
+	if m == nil {
+		return
+	}
+	m.losses.Add(ctx, 1, labels(ctx, ev.Resources))
+}
+
+// labels are the only metric labels turnstile records: the task type, the
+// resources' kinds, and any extra (the outcome).
+func labels(ctx context.Context, resources []lock.Resource, extra ...attribute.KeyValue) metric.MeasurementOption {
+	return metric.WithAttributes(append([]attribute.KeyValue{
+		AttrTaskType.String(taskTypeLabel(ctx)),
+		AttrLockKind.String(kindLabel(resources)),
+	}, extra...)...)
+}
+
+// kindLabel is the sorted, de-duplicated, comma-joined kinds of resources:
+// "order,ticket_type". Kinds are constants by lock.Key's contract, so the
+// set of values stays small; "none" stands for no resources.
+func kindLabel(resources []lock.Resource) string {
+	switch len(resources) {
+	case 0:
+		return "none"
+	case 1:
+		return resources[0].Kind()
+	}
+	kinds := make([]string, 0, len(resources))
+	for _, r := range resources {
+		kinds = append(kinds, r.Kind())
+	}
+	slices.Sort(kinds)
+	return strings.Join(slices.Compact(kinds), ",")
+}
+
+// attrSeconds is a duration as a float64 attribute in seconds, the unit
+// the semantic conventions use for durations.
+func attrSeconds(k attribute.Key, d time.Duration) attribute.KeyValue {
+	return k.Float64(d.Seconds())
+}

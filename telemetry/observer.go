@@ -1,0 +1,142 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// lockObserver implements lock.Observer with spans from tracer and the
+// instruments of metrics.
+type lockObserver struct {
+	tracer  trace.Tracer
+	metrics *Metrics
+}
+
+// LockObserver returns a lock.Observer that traces and measures locks:
+//
+//   - Acquired: a "lock.acquire" span, child of the span in ctx (the task's
+//     "process <type>" span), backdated to the event's Start and ended at
+//     Start+Wait, with the raw resource names, TTL, attempts, wait, outcome
+//     and fences as attributes and a "lock.contended" event when Acquire
+//     found a resource held; plus the wait histogram, the acquisitions
+//     counter and the held up-down counter.
+//   - Released: a "lock.release" event on the span in ctx and the hold
+//     histogram and releases counter.
+//   - Lost: a "lock.lost" event on the span in ctx and the losses counter.
+//
+// A busy outcome leaves the span status unset: contention is flow control,
+// not failure. Nil tp or mp mean the otel globals. Metrics labels are
+// described on Metrics.
+func LockObserver(tp trace.TracerProvider, mp metric.MeterProvider) lock.Observer {
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return &lockObserver{tracer: tp.Tracer(ScopeName), metrics: NewMetrics(mp)}
+}
+
+// Acquired implements lock.Observer.
+func (o *lockObserver) Acquired(ctx context.Context, ev lock.AcquireEvent) {
+	outcome := acquireOutcome(ev.Err)
+	attrs := []attribute.KeyValue{
+		AttrLockResources.StringSlice(resourceNames(ev.Resources)),
+		AttrLockKind.String(kindLabel(ev.Resources)),
+		attrSeconds(AttrLockTTL, ev.TTL),
+		attrSeconds(AttrLockWait, ev.Wait),
+		AttrLockAttempts.Int(ev.Attempts),
+		AttrOutcome.String(outcome),
+	}
+	if len(ev.Fences) > 0 {
+		attrs = append(attrs, AttrLockFences.Int64Slice(ev.Fences))
+	}
+	// The span is created after the fact: the observer hears of Acquire
+	// only when it returns, so both ends come from the event.
+	_, span := o.tracer.Start(ctx, SpanLockAcquire,
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithTimestamp(ev.Start),
+		trace.WithAttributes(attrs...))
+	if !ev.Contended.IsZero() {
+		span.AddEvent(EventLockContended,
+			trace.WithTimestamp(ev.Contended),
+			trace.WithAttributes(attrSeconds(AttrLockHolderTTL, ev.HolderTTL)))
+	}
+	if outcome == OutcomeError {
+		span.SetStatus(codes.Error, ev.Err.Error())
+		span.SetAttributes(semconv.ErrorType(ev.Err))
+	}
+	span.End(trace.WithTimestamp(ev.Start.Add(ev.Wait)))
+
+	o.metrics.acquired(ctx, ev, outcome)
+}
+
+// Released implements lock.Observer.
+func (o *lockObserver) Released(ctx context.Context, ev lock.ReleaseEvent) {
+	outcome := releaseOutcome(ev.Err)
+	attrs := []attribute.KeyValue{
+		AttrLockResources.StringSlice(resourceNames(ev.Resources)),
+		AttrLockFences.Int64Slice(ev.Fences),
+		attrSeconds(AttrLockHeld, ev.Held),
+		AttrOutcome.String(outcome),
+	}
+	if outcome == OutcomeError {
+		attrs = append(attrs, semconv.ErrorType(ev.Err))
+	}
+	// An event, not a span status: the task's own outcome decides its
+	// status, and a release that found the lease gone is a tuning signal.
+	trace.SpanFromContext(ctx).AddEvent(EventLockRelease, trace.WithAttributes(attrs...))
+
+	o.metrics.released(ctx, ev, outcome)
+}
+
+// Lost implements lock.Observer.
+func (o *lockObserver) Lost(ctx context.Context, ev lock.LostEvent) {
+	attrs := []attribute.KeyValue{
+		AttrLockResources.StringSlice(resourceNames(ev.Resources)),
+		AttrLockFences.Int64Slice(ev.Fences),
+		attrSeconds(AttrLockHeld, ev.Held),
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, semconv.ErrorType(ev.Err))
+	}
+	trace.SpanFromContext(ctx).AddEvent(EventLockLost, trace.WithAttributes(attrs...))
+
+	o.metrics.lost(ctx, ev)
+}
+
+func acquireOutcome(err error) string {
+	switch {
+	case err == nil:
+		return OutcomeAcquired
+	case IsFlowControl(err):
+		return OutcomeBusy
+	default:
+		return OutcomeError
+	}
+}
+
+func releaseOutcome(err error) string {
+	switch {
+	case err == nil:
+		return OutcomeReleased
+	case errors.Is(err, lock.ErrNotHeld):
+		return OutcomeNotHeld
+	default:
+		return OutcomeError
+	}
+}
+
+func resourceNames(resources []lock.Resource) []string {
+	names := make([]string, len(resources))
+	for i, r := range resources {
+		names[i] = r.String()
+	}
+	return names
+}
