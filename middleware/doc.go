@@ -1,6 +1,7 @@
 // Package middleware holds the asynq middlewares of a turnstile worker:
 // the lock guard, which runs each task of a registered type under a lease on
-// the resources its payload names, and panic recovery.
+// the resources its payload names; tracing; archiving of task types no
+// handler serves; and panic recovery.
 //
 //	guard := middleware.NewGuard(locker, rdb, middleware.GuardConfig{Queues: []string{"default"}})
 //	err := guard.Register(middleware.Rule{
@@ -13,7 +14,8 @@
 //		IsFailure:      middleware.IsFailure,
 //		RetryDelayFunc: guard.RetryDelay,
 //	})
-//	mux.Use(middleware.Recover(logger), guard.Middleware)
+//	mux.Use(middleware.Recover(logger), middleware.Tracing(tp, mp),
+//		middleware.ArchiveUnknown, guard.Middleware)
 //
 // # Contention
 //
@@ -26,4 +28,13 @@
 // instead of waiting for asynq's retry scan. Guarded task types therefore
 // need MaxRetry >= 1: asynq archives a task whose retries are used up
 // before it looks at the error.
+//
+// # Abandoned handlers
+//
+// asynq gives up on a handler at its timeout (and on shutdown) and may run
+// the task again elsewhere while the first run goes on. The guard keeps
+// such a handler's lease refreshed until it really returns, up to
+// Rule.MaxHold, cancels its context when the lease is lost, and Shutdown
+// waits for it, so that its lock is released before the Redis clients
+// close.
 package middleware

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/telemetry"
 )
 
 // Defaults of a Rule and a GuardConfig.
@@ -45,6 +46,11 @@ type Rule struct {
 	// Wait is how long a task holding one of the key's waiting slots waits
 	// for the release (default DefaultWait).
 	Wait time.Duration
+	// MaxHold caps how long a task keeps its lease after asynq has given
+	// up on it (default twice the Timeout): a handler that ignores its
+	// context's cancellation cannot keep the resource forever. Only
+	// refreshing leases need it; the others end with their TTL.
+	MaxHold time.Duration
 	// MaxBusy and BusyDeadline bound how often, and for how long since
 	// the first time, a task may find its keys busy before it is archived
 	// (defaults DefaultMaxBusy and DefaultBusyDeadline).
@@ -63,7 +69,9 @@ type GuardConfig struct {
 	// SafetyNet is the retry delay of a parked task, which only matters
 	// when its wake-up is lost (default DefaultSafetyNet).
 	SafetyNet time.Duration
-	Logger    *slog.Logger
+	// Metrics counts busy rounds and waiting tasks; nil counts nothing.
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger
 }
 
 // Guard runs tasks of registered types under leases on their resources.
@@ -116,8 +124,9 @@ func (g *Guard) Register(r Rule) error {
 	r.Wait = cmp.Or(r.Wait, DefaultWait)
 	r.MaxBusy = cmp.Or(r.MaxBusy, DefaultMaxBusy)
 	r.BusyDeadline = cmp.Or(r.BusyDeadline, DefaultBusyDeadline)
+	r.MaxHold = cmp.Or(r.MaxHold, 2*r.Timeout)
 	// A handler that may run past half the TTL gets a refreshing lease.
-	opts := lock.Options{TTL: r.TTL, Refresh: r.Timeout > r.TTL/2}
+	opts := lock.Options{TTL: r.TTL, Refresh: r.Timeout > r.TTL/2, MaxHold: r.MaxHold}
 	if _, err := g.locker.With(opts); err != nil {
 		return fmt.Errorf("middleware: %s: %w", r.Type, err)
 	}
@@ -183,6 +192,9 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	go func() {
 		select {
 		case <-lease.Done():
+			g.log.WarnContext(ctx, "lease lost while the handler runs; cancelling it",
+				slog.String("task_type", t.Type()), slog.Duration("held", time.Since(lease.AcquiredAt())),
+				slog.Any("error", lease.Err()))
 			cancel(fmt.Errorf("%s: %w", t.Type(), ErrLeaseLost))
 		case <-watch:
 		}
@@ -209,7 +221,9 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 	}
 	g.mu.Unlock()
 	if opts.Wait > 0 {
+		g.cfg.Metrics.AddWaiters(ctx, 1, resources...)
 		defer func() {
+			g.cfg.Metrics.AddWaiters(ctx, -1, resources...)
 			g.mu.Lock()
 			if g.waiting[slot]--; g.waiting[slot] == 0 {
 				delete(g.waiting, slot)
@@ -237,7 +251,11 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, a
 	case errors.Is(err, lock.ErrNotHeld):
 		g.log.WarnContext(ctx, "lock was already gone at release: its TTL is too tight for this task",
 			slog.String("task_type", t.Type()), slog.Duration("held", time.Since(lease.AcquiredAt())))
+		// It expired unnoticed by the parked tasks: wake them as a
+		// release would.
+		g.wake(ctx, g.cfg.Queues, lease.Resources())
 	case err != nil:
+		// Parked tasks wake with their safety net, after the lock expires.
 		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:

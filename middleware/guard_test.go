@@ -13,9 +13,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnstilehq/turnstile/internal/oteltest"
 	"github.com/turnstilehq/turnstile/internal/redistest"
 	"github.com/turnstilehq/turnstile/lock"
 	"github.com/turnstilehq/turnstile/middleware"
+	"github.com/turnstilehq/turnstile/telemetry"
 )
 
 const guardedType = "test:guarded"
@@ -35,8 +37,8 @@ func keysOf(t *asynq.Task) ([]lock.Resource, error) {
 	return []lock.Resource{lock.Key("thing", p.Key)}, nil
 }
 
-// worker is an asynq server on a real redis-server, behind Recover and the
-// guard, with handler as the guarded type's handler.
+// worker is an asynq server on a real redis-server, behind Recover,
+// ArchiveUnknown and the guard, with handler as the guarded type's handler.
 type worker struct {
 	rdb     redis.UniversalClient
 	client  *asynq.Client
@@ -44,19 +46,38 @@ type worker struct {
 	guard   *middleware.Guard
 }
 
-func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc) *worker {
+// workerSetup is what a test may change about a worker.
+type workerSetup struct {
+	rule middleware.Rule
+	// rec, when set, receives the spans and metrics of Tracing, the lock
+	// observer and the guard.
+	rec *oteltest.Recorder
+}
+
+func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc, adjust ...func(*workerSetup)) *worker {
 	t.Helper()
+	ws := workerSetup{rule: middleware.Rule{
+		Type: guardedType, Keys: keysOf, MaxRetry: 3, Timeout: 10 * time.Second, TTL: 5 * time.Second,
+	}}
+	for _, f := range adjust {
+		f(&ws)
+	}
 	srv := redistest.Server(t)
 	rdb := srv.Client(t)
-	locker, err := lock.New(rdb, lock.Config{})
+	lockCfg := lock.Config{}
+	var metrics *telemetry.Metrics
+	if ws.rec != nil {
+		lockCfg.Observer = telemetry.LockObserver(ws.rec.TP, ws.rec.MP)
+		metrics = telemetry.NewMetrics(ws.rec.MP)
+	}
+	locker, err := lock.New(rdb, lockCfg)
 	require.NoError(t, err)
 	guard := middleware.NewGuard(locker, rdb, middleware.GuardConfig{
 		Queues:    []string{"default"},
 		SafetyNet: time.Hour, // only wake-ups may bring a parked task back
+		Metrics:   metrics,
 	})
-	require.NoError(t, guard.Register(middleware.Rule{
-		Type: guardedType, Keys: keysOf, MaxRetry: 3, Timeout: 10 * time.Second, TTL: 5 * time.Second,
-	}))
+	require.NoError(t, guard.Register(ws.rule))
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              concurrency,
 		Queues:                   map[string]int{"default": 1},
@@ -66,11 +87,15 @@ func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc) *work
 		// An idle server polls its queues this often: it bounds how soon a
 		// woken task runs.
 		TaskCheckInterval: 20 * time.Millisecond,
-		ShutdownTimeout:          5 * time.Second,
-		LogLevel:                 asynq.FatalLevel,
+		ShutdownTimeout:   5 * time.Second,
+		LogLevel:          asynq.FatalLevel,
 	})
 	mux := asynq.NewServeMux()
-	mux.Use(middleware.Recover(slog.New(slog.DiscardHandler)), guard.Middleware)
+	mux.Use(middleware.Recover(slog.New(slog.DiscardHandler)))
+	if ws.rec != nil {
+		mux.Use(middleware.Tracing(ws.rec.TP, ws.rec.MP))
+	}
+	mux.Use(middleware.ArchiveUnknown, guard.Middleware)
 	mux.Handle(guardedType, handler)
 	require.NoError(t, server.Start(mux))
 	t.Cleanup(func() {
@@ -85,12 +110,15 @@ func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc) *work
 	}
 }
 
-func (w *worker) enqueue(t *testing.T, key string) {
+// enqueue enqueues a guarded task on key; opts override the defaults.
+func (w *worker) enqueue(t *testing.T, key string, opts ...asynq.Option) *asynq.TaskInfo {
 	t.Helper()
 	b, err := json.Marshal(payload{Key: key})
 	require.NoError(t, err)
-	_, err = w.client.Enqueue(asynq.NewTask(guardedType, b), asynq.MaxRetry(3), asynq.Timeout(10*time.Second), asynq.Retention(time.Hour))
+	opts = append([]asynq.Option{asynq.MaxRetry(3), asynq.Timeout(10 * time.Second), asynq.Retention(time.Hour)}, opts...)
+	info, err := w.client.Enqueue(asynq.NewTask(guardedType, b), opts...)
 	require.NoError(t, err)
+	return info
 }
 
 // overlaps detects two handlers inside the same resource at once.

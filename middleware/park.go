@@ -68,8 +68,9 @@ end
 `)
 
 // ErrBusy marks a task that found its resources held and was parked. It
-// is flow control, not failure: IsFailure says so.
-var ErrBusy = errors.New("resource busy")
+// is flow control, not failure: IsFailure says so, and since it wraps
+// lock.ErrNotAcquired, so does telemetry.IsFlowControl.
+var ErrBusy = fmt.Errorf("resource busy: %w", lock.ErrNotAcquired)
 
 // ErrLeaseLost is the cause of a handler's context cancellation when its
 // lease can no longer be proven: the lock may already be someone else's.
@@ -104,6 +105,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	if err != nil {
 		// Not parked: the safety net is the only wake-up left.
 		g.log.WarnContext(ctx, "park busy task", slog.String("task_type", t.Type()), slog.Any("error", err))
+		g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
 		return fmt.Errorf("%s: %w", what, ErrBusy)
 	}
 	rounds, since := v[0], time.UnixMilli(v[1])
@@ -123,6 +125,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 			g.wake(wctx, []string{queue}, []lock.Resource{busy.Resource})
 		}()
 	}
+	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
 	return fmt.Errorf("%s (busy round %d): %w", what, rounds, ErrBusy)
 }
 
