@@ -44,7 +44,8 @@ type Rule struct {
 	// makes the lease refresh itself while the handler runs.
 	TTL time.Duration
 	// Wait is how long a task holding one of the key's waiting slots waits
-	// for the release (default DefaultWait).
+	// for the release (default DefaultWait; negative: never wait, park at
+	// once).
 	Wait time.Duration
 	// MaxHold caps how long a task keeps its lease after asynq has given
 	// up on it (default twice the Timeout): a handler that ignores its
@@ -153,7 +154,7 @@ func (g *Guard) Middleware(next asynq.Handler) asynq.Handler {
 		case r == nil:
 			return next.ProcessTask(ctx, t)
 		case closed:
-			return fmt.Errorf("middleware: %s: worker shutting down", t.Type())
+			return fmt.Errorf("%s: %w", t.Type(), ErrShutdown)
 		}
 		defer g.inflight.Done()
 		return g.process(ctx, r, t, next)
@@ -215,7 +216,7 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 	opts.Owner = owner
 	slot := resources[0].String()
 	g.mu.Lock()
-	if g.waiting[slot] < g.cfg.SlotsPerKey {
+	if r.Wait > 0 && g.waiting[slot] < g.cfg.SlotsPerKey {
 		g.waiting[slot]++
 		opts.Wait = r.Wait
 	}
@@ -264,10 +265,13 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, a
 	after.run(ctx)
 }
 
+// ErrShutdown turns a task away from a guard that is shutting down.
+var ErrShutdown = errors.New("worker shutting down")
+
 // Shutdown stops taking guarded tasks and waits, until ctx ends, for the
-// guarded handlers still running, including those asynq has abandoned
-// after a timeout, so that their leases are released before the Redis
-// clients close.
+// guarded handlers still running, so that their leases are released
+// before the Redis clients close. Call it after asynq.Server.Shutdown,
+// which cancels the contexts of the handlers it gives up on.
 func (g *Guard) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true

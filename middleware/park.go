@@ -76,16 +76,21 @@ var ErrBusy = fmt.Errorf("resource busy: %w", lock.ErrNotAcquired)
 // lease can no longer be proven: the lock may already be someone else's.
 var ErrLeaseLost = errors.New("lease lost")
 
-// IsFailure is asynq.Config.IsFailure for a guarded worker: a busy round
-// does not use up the task's retries.
-func IsFailure(err error) bool { return !errors.Is(err, ErrBusy) }
+// IsFailure is asynq.Config.IsFailure for a guarded worker: a busy round,
+// or a task turned away by a worker shutting down, does not use up the
+// task's retries.
+func IsFailure(err error) bool { return !errors.Is(err, ErrBusy) && !errors.Is(err, ErrShutdown) }
 
 // RetryDelay is asynq.Config.RetryDelayFunc for a guarded worker: a parked
-// task waits the safety net, since a release wakes it; other errors back
+// task waits the safety net, since a release wakes it; one turned away by
+// shutdown is due again at once, for another worker; other errors back
 // off as asynq does by default.
 func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
-	if errors.Is(err, ErrBusy) {
+	switch {
+	case errors.Is(err, ErrBusy):
 		return g.cfg.SafetyNet
+	case errors.Is(err, ErrShutdown):
+		return time.Second
 	}
 	return asynq.DefaultRetryDelayFunc(n, err, t)
 }
