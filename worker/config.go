@@ -34,6 +34,7 @@ const (
 	DefaultLockTTL         = 10 * time.Second
 	DefaultLockWait        = time.Second
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultPollInterval    = 50 * time.Millisecond
 	DefaultQueues          = "critical=6,default=3,low=1"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	// LockWait is how long a job waits for a busy resource before handing
 	// its slot back to the queue. Zero tries once.
 	LockWait time.Duration
+	// PollInterval is how often an idle worker looks for new tasks. It
+	// bounds how soon a task woken by a release runs; each poll is one
+	// short script per queue.
+	PollInterval time.Duration
 	// ShutdownTimeout is how long running jobs get to finish on shutdown.
 	ShutdownTimeout time.Duration
 	// LogLevel is the minimum level logged. Defaults to slog.LevelInfo.
@@ -78,6 +83,7 @@ func DefaultConfig() Config {
 		Queues:          map[string]int{"critical": 6, "default": 3, "low": 1}, // DefaultQueues; a test keeps them equal
 		LockTTL:         DefaultLockTTL,
 		LockWait:        DefaultLockWait,
+		PollInterval:    DefaultPollInterval,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        slog.LevelInfo,
 		LogFormat:       LogFormatText,
@@ -216,6 +222,15 @@ func configVars() []configVar {
 				return nil
 			},
 			format: func(c Config) string { return c.LockWait.String() },
+		},
+		{
+			ConfigVar: ConfigVar{
+				Env: "TURNSTILE_POLL_INTERVAL", Flag: "poll-interval", Default: DefaultPollInterval.String(),
+				Usage: "how often an idle worker polls its queues; how soon a task woken by a lock release runs",
+			},
+			parse:  duration(func(c *Config) *time.Duration { return &c.PollInterval }),
+			check:  func(c Config) error { return positive(c.PollInterval) },
+			format: func(c Config) string { return c.PollInterval.String() },
 		},
 		{
 			ConfigVar: ConfigVar{

@@ -96,6 +96,10 @@ var settings = []struct {
 		func(c Config) any { return c.LockWait }, time.Duration(0), 250 * time.Millisecond,
 	},
 	{
+		"TURNSTILE_POLL_INTERVAL", "poll-interval", "20ms", "1s",
+		func(c Config) any { return c.PollInterval }, 20 * time.Millisecond, time.Second,
+	},
+	{
 		"TURNSTILE_SHUTDOWN_TIMEOUT", "shutdown-timeout", "1m", "5s",
 		func(c Config) any { return c.ShutdownTimeout }, time.Minute, 5 * time.Second,
 	},
@@ -291,7 +295,7 @@ func TestConfigVars(t *testing.T) {
 	require.NoError(t, err)
 
 	vars := ConfigVars()
-	require.Len(t, vars, 9)
+	require.Len(t, vars, len(settings))
 	var usage bytes.Buffer
 	require.NoError(t, WriteConfigUsage(&usage))
 	envs, flags := map[string]bool{}, map[string]bool{}
@@ -370,6 +374,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"NoQueues", func(c *Config) { c.Queues = nil }, "TURNSTILE_QUEUES"},
 		{"ZeroTTL", func(c *Config) { c.LockTTL = 0 }, "TURNSTILE_LOCK_TTL"},
 		{"NegativeWait", func(c *Config) { c.LockWait = -time.Second }, "TURNSTILE_LOCK_WAIT"},
+		{"ZeroPoll", func(c *Config) { c.PollInterval = 0 }, "TURNSTILE_POLL_INTERVAL"},
 		{"ZeroShutdown", func(c *Config) { c.ShutdownTimeout = 0 }, "TURNSTILE_SHUTDOWN_TIMEOUT"},
 		{"BadFormat", func(c *Config) { c.LogFormat = "yaml" }, "TURNSTILE_LOG_FORMAT"},
 		{"BadMetricsAddr", func(c *Config) { c.MetricsAddr = "nope" }, "TURNSTILE_METRICS_ADDR"},

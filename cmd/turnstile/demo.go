@@ -22,7 +22,8 @@ When it lands, it will:
 
 // runDemo is "turnstile demo". For now it prints what the demo will do and
 // exits 0.
-func runDemo(args []string, stdout, stderr io.Writer) int {
+func runDemo(c *cli, args []string) int {
+	stdout, stderr := c.stdout, c.stderr
 	fs := flag.NewFlagSet("turnstile demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // printed below, to stdout or stderr

@@ -9,12 +9,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"text/tabwriter"
+
+	"github.com/turnstilehq/turnstile/worker"
 )
 
 // Exit codes, as the go command uses them.
@@ -24,27 +29,43 @@ const (
 	exitUsage = 2
 )
 
+// cli is what a command runs with: its context (ended by SIGINT or
+// SIGTERM), output streams, environment, and the task types this binary
+// serves and enqueues.
+type cli struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	taskTypes      []worker.TaskType
+}
+
 // command is one subcommand: its name, a one-line summary for the usage
 // text, and its entry point, which gets the arguments after its name.
 type command struct {
 	name    string
 	summary string
-	run     func(args []string, stdout, stderr io.Writer) int
+	run     func(c *cli, args []string) int
 }
 
-// commands lists the subcommands in the order usage shows them. More
-// (worker, enqueue, locks, admin) arrive as they are built.
+// commands lists the subcommands in the order usage shows them.
 var commands = []command{
 	{name: "demo", summary: "run the demo on embedded Redis (not built yet)", run: runDemo},
+	{name: "worker", summary: "run a worker until SIGINT or SIGTERM", run: runWorker},
+	{name: "enqueue", summary: "check a payload and enqueue a task", run: runEnqueue},
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	c := &cli{ctx: ctx, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, taskTypes: taskTypes()}
+	code := c.run(os.Args[1:])
+	stop()
+	os.Exit(code)
 }
 
 // run parses the global flags and dispatches to a subcommand. It returns
 // the process exit code: 0 on success and for help, 2 for usage errors.
-func run(args []string, stdout, stderr io.Writer) int {
+func (c *cli) run(args []string) int {
+	stdout, stderr := c.stdout, c.stderr
 	fs := flag.NewFlagSet("turnstile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // printed below, to stdout or stderr
@@ -67,9 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return exitOK
 	}
-	for _, c := range commands {
-		if c.name == name {
-			return c.run(rest, stdout, stderr)
+	for _, cmd := range commands {
+		if cmd.name == name {
+			return cmd.run(c, rest)
 		}
 	}
 	fmt.Fprintf(stderr, "turnstile: unknown command %q\n\n", name)
@@ -82,8 +103,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, "turnstile runs job-queue workers whose jobs are guarded by per-resource Redis locks.\n\n")
 	fmt.Fprint(w, "Usage:\n\n\tturnstile <command> [flags]\n\nCommands:\n\n")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	for _, c := range commands {
-		fmt.Fprintf(tw, "\t%s\t%s\n", c.name, c.summary)
+	for _, cmd := range commands {
+		fmt.Fprintf(tw, "\t%s\t%s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(tw, "\t%s\t%s\n", "help", "show this help")
 	if err := tw.Flush(); err != nil {

@@ -26,13 +26,20 @@ func TestRun(t *testing.T) {
 		{name: "Demo", args: []string{"demo"}, wantCode: exitOK, wantStdout: "invariant report"},
 		{name: "DemoHelp", args: []string{"demo", "-h"}, wantCode: exitOK, wantStdout: "turnstile demo"},
 		{name: "DemoExtraArgs", args: []string{"demo", "extra"}, wantCode: exitUsage, wantStderr: "unexpected arguments"},
+		{name: "WorkerHelp", args: []string{"worker", "-h"}, wantCode: exitOK, wantStdout: "TURNSTILE_POLL_INTERVAL"},
+		{name: "WorkerBadValue", args: []string{"worker", "-concurrency", "0"}, wantCode: exitUsage, wantStderr: "TURNSTILE_CONCURRENCY"},
+		{name: "WorkerExtraArgs", args: []string{"worker", "extra"}, wantCode: exitUsage, wantStderr: "unexpected arguments"},
+		{name: "EnqueueHelp", args: []string{"enqueue", "-h"}, wantCode: exitOK, wantStdout: "-task-id"},
+		{name: "EnqueueNoType", args: []string{"enqueue", "-json", "{}"}, wantCode: exitUsage, wantStderr: "want one task type"},
+		{name: "EnqueueNeedsRedis", args: []string{"enqueue", "x:y", "-json", "{}"}, wantCode: exitUsage, wantStderr: "TURNSTILE_REDIS_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
 
-			code := run(tt.args, &stdout, &stderr)
+			c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+			code := c.run(tt.args)
 
 			require.Equal(t, tt.wantCode, code, "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
 			requireOutput(t, "stdout", tt.wantStdout, stdout.String())

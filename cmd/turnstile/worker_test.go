@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/middleware"
+	"github.com/turnstilehq/turnstile/worker"
+)
+
+// syncBuffer is a bytes.Buffer that a logger and a test can share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func itemType(handler asynq.HandlerFunc) worker.TaskType {
+	return worker.TaskType{
+		Type: "test:item", Handler: handler, Queue: "low", MaxRetry: 4, Timeout: 7 * time.Second,
+		Keys: func(t *asynq.Task) ([]lock.Resource, error) {
+			var p struct {
+				Item string `json:"item"`
+			}
+			if err := json.Unmarshal(t.Payload(), &p); err != nil || p.Item == "" {
+				return nil, &middleware.PayloadError{Field: "item", Problem: "missing"}
+			}
+			return []lock.Resource{lock.Key("item", p.Item)}, nil
+		},
+	}
+}
+
+// A worker started by the command runs what the enqueue command enqueued,
+// and stops with exit code 0 when its context ends (as on SIGTERM).
+func TestWorkerAndEnqueue(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Server(t)
+	env := map[string]string{"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms"}
+	getenv := func(k string) string { return env[k] }
+	ran := make(chan string, 1)
+	types := []worker.TaskType{itemType(func(_ context.Context, t *asynq.Task) error {
+		ran <- string(t.Payload())
+		return nil
+	})}
+
+	ctx, stop := context.WithCancel(t.Context())
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		c := &cli{ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types}
+		exited <- c.run([]string{"worker"})
+	}()
+
+	enqueue := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: getenv, taskTypes: types}
+		return c.run(append([]string{"enqueue"}, args...)), stdout.String(), stderr.String()
+	}
+	code, stdout, stderr := enqueue("test:item", "-json", `{"item":"a"}`, "-queue", "low", "-task-id", "item-a")
+	require.Equal(t, exitOK, code, stderr)
+	require.Equal(t, "item-a\n", stdout)
+	select {
+	case got := <-ran:
+		require.JSONEq(t, `{"item":"a"}`, got)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the worker did not run the task; its log:\n%s", logs.String())
+	}
+
+	// No worker serves "unserved": the first task stays there.
+	code, _, stderr = enqueue("test:item", "-json", `{"item":"b"}`, "-queue", "unserved", "-task-id", "item-b")
+	require.Equal(t, exitOK, code, stderr)
+	code, _, stderr = enqueue("test:item", "-json", `{"item":"b"}`, "-queue", "unserved", "-task-id", "item-b")
+	require.Equal(t, exitError, code, "a task ID is used once")
+	require.Contains(t, stderr, "task ID")
+	ti, err := asynq.NewInspectorFromRedisClient(srv.Client(t)).GetTaskInfo("unserved", "item-b")
+	require.NoError(t, err)
+	require.Equal(t, 4, ti.MaxRetry, "the type's retries")
+	require.Equal(t, 7*time.Second, ti.Timeout, "the type's timeout")
+	require.Contains(t, stderr, "task ID")
+	code, _, stderr = enqueue("test:item", "-json", `{}`)
+	require.Equal(t, exitError, code)
+	require.Contains(t, stderr, "field item: missing")
+	code, _, stderr = enqueue("test:nope", "-json", `{}`)
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, stderr, "known types: test:item")
+
+	stop()
+	select {
+	case code := <-exited:
+		require.Equal(t, exitOK, code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not stop")
+	}
+	require.Contains(t, logs.String(), "worker starting")
+}

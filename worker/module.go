@@ -1,0 +1,158 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/turnstilehq/turnstile/telemetry"
+)
+
+// Module provides, from a Config and a *slog.Logger in the graph: the one
+// Redis client (closed last), telemetry providers, the Worker (started
+// and stopped with the app), an asynq Client and Inspector on the same
+// Redis, and a Producer of the served task types. Contribute task types
+// with ProvideTaskTypes. With Config.MetricsAddr set it serves /metrics.
+var Module = fx.Module("worker",
+	fx.Provide(
+		provideRedis,
+		provideTelemetry,
+		provideWorker,
+		func(rdb redis.UniversalClient) *asynq.Client { return asynq.NewClientFromRedisClient(rdb) },
+		func(rdb redis.UniversalClient) *asynq.Inspector { return asynq.NewInspectorFromRedisClient(rdb) },
+		provideProducer,
+	),
+	fx.Invoke(func(*Worker) {}),
+	fx.Invoke(serveMetrics),
+)
+
+// ProvideTaskTypes contributes the task types that constructor returns
+// (a func returning []TaskType, or []TaskType and an error, with any
+// dependencies from the graph as arguments) to Module's worker and
+// Producer.
+func ProvideTaskTypes(constructor any) fx.Option {
+	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(`group:"turnstile.task_types,flatten"`)))
+}
+
+// stopMargin is the time shutdown gets beyond Config.ShutdownTimeout: for
+// abandoned handlers to return, telemetry to flush and Redis to close.
+const stopMargin = 15 * time.Second
+
+// Options are the fx options of a worker process: cfg and logger in the
+// graph, Module, fx's own events logged through logger at debug level
+// (errors at error level), and a stop timeout that exceeds cfg's
+// shutdown timeout. fx.New(worker.Options(cfg, logger, more...)).Run()
+// runs a worker until SIGINT or SIGTERM.
+func Options(cfg Config, logger *slog.Logger, more ...fx.Option) fx.Option {
+	return fx.Options(
+		fx.Supply(cfg, logger),
+		fx.WithLogger(func() fxevent.Logger {
+			l := &fxevent.SlogLogger{Logger: logger.With(slog.String("source", "fx"))}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
+		fx.StopTimeout(cfg.ShutdownTimeout+stopMargin),
+		Module,
+		fx.Options(more...),
+	)
+}
+
+// connectTimeout bounds the first connection to Redis at start.
+const connectTimeout = 10 * time.Second
+
+func provideRedis(lc fx.Lifecycle, cfg Config, logger *slog.Logger) (redis.UniversalClient, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	rdb, closeRedis, err := OpenRedis(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(closeRedis))
+	return rdb, nil
+}
+
+func provideTelemetry(lc fx.Lifecycle, logger *slog.Logger) (*telemetry.Providers, error) {
+	p, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "turnstile-worker", Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(p.Shutdown))
+	return p, nil
+}
+
+type workerIn struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Config    Config
+	Redis     redis.UniversalClient
+	Telemetry *telemetry.Providers
+	Logger    *slog.Logger
+	TaskTypes []TaskType `group:"turnstile.task_types"`
+}
+
+func provideWorker(in workerIn) (*Worker, error) {
+	w, err := New(Params{
+		Config: in.Config, Redis: in.Redis, TaskTypes: in.TaskTypes,
+		TracerProvider: in.Telemetry.TracerProvider(), MeterProvider: in.Telemetry.MeterProvider(),
+		Logger: in.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.Lifecycle.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			in.Logger.Info("worker starting", slog.Any("config", in.Config), slog.Int("task_types", len(in.TaskTypes)))
+			return w.Start()
+		},
+		OnStop: w.Shutdown,
+	})
+	return w, nil
+}
+
+type producerIn struct {
+	fx.In
+	Client    *asynq.Client
+	Telemetry *telemetry.Providers
+	TaskTypes []TaskType `group:"turnstile.task_types"`
+}
+
+func provideProducer(in producerIn) (*Producer, error) {
+	return NewProducer(in.Client, in.Telemetry.TracerProvider(), in.TaskTypes...)
+}
+
+// serveMetrics serves the telemetry's Prometheus handler on
+// Config.MetricsAddr, when set.
+func serveMetrics(lc fx.Lifecycle, cfg Config, p *telemetry.Providers, logger *slog.Logger) {
+	if cfg.MetricsAddr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", p.MetricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.MetricsAddr)
+			if err != nil {
+				return fmt.Errorf("worker: metrics: %w", err)
+			}
+			logger.InfoContext(ctx, "serving metrics", slog.String("url", "http://"+ln.Addr().String()+"/metrics"))
+			serveCtx := context.WithoutCancel(ctx) // the start hook's ctx ends after start
+			go func() {
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+					logger.ErrorContext(serveCtx, "metrics server", slog.Any("error", err))
+				}
+			}()
+			return nil
+		},
+		OnStop: srv.Shutdown,
+	})
+}
