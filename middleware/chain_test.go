@@ -41,8 +41,12 @@ func TestChain_TracesEnqueueToLock(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
 	require.Zero(t, o.seen.Load())
-	// Spans end after the handler returns.
-	waitFor(t, 5*time.Second, func() bool { return len(rec.Named("lock.acquire")) >= n }, "lock spans missing")
+	// Spans end after the handler returns, a process span after its lock
+	// span: wait until every delivery's two have ended.
+	waitFor(t, 5*time.Second, func() bool {
+		acquires := len(rec.Named("lock.acquire"))
+		return acquires >= n && acquires == len(rec.Named("process "+guardedType))
+	}, "spans missing")
 
 	sends := rec.Named("send " + guardedType)
 	require.Len(t, sends, n)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -67,6 +68,11 @@ type GuardConfig struct {
 	// SlotsPerKey is how many tasks per key and process may wait for a
 	// release instead of parking (default DefaultSlotsPerKey).
 	SlotsPerKey int
+	// Concurrency is the worker's concurrency. When set, a key may have up
+	// to a quarter of it waiting while at most half of it is busy: waiting
+	// tasks then take no slot another task could use, and a hot key is
+	// served back to back instead of at the pace of asynq's idle polls.
+	Concurrency int
 	// SafetyNet is the retry delay of a parked task, which only matters
 	// when its wake-up is lost (default DefaultSafetyNet).
 	SafetyNet time.Duration
@@ -81,6 +87,8 @@ type Guard struct {
 	locker *lock.Locker
 	cfg    GuardConfig
 	log    *slog.Logger
+
+	running atomic.Int64 // tasks of any type in this process's middleware
 
 	mu      sync.Mutex
 	rules   map[string]*rule
@@ -144,6 +152,8 @@ func (g *Guard) Register(r Rule) error {
 // through untouched.
 func (g *Guard) Middleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		g.running.Add(1)
+		defer g.running.Add(-1)
 		g.mu.Lock()
 		r, closed := g.rules[t.Type()], g.closed
 		if r != nil && !closed {
@@ -173,7 +183,7 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	queue, _ := asynq.GetQueueName(ctx)
 	owner := strings.ReplaceAll(t.Type()+"/"+id, "|", "/")
 
-	lease, err := g.acquire(ctx, r, resources, owner)
+	lease, err := g.acquire(ctx, r, resources, owner, queue)
 	if busy, ok := errors.AsType[*lock.BusyError](err); ok {
 		return g.park(ctx, r, t, queue, id, busy)
 	}
@@ -211,14 +221,22 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 // acquire takes one of the first resource's waiting slots if one is free
 // and waits up to the rule's budget for the release; otherwise it tries
 // once, so that a hot key never ties up more than a few worker slots.
-func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource, owner string) (*lock.Lease, error) {
+// Taking a slot with more free behind it wakes one more parked task, so
+// the slots fill up from the parked list without waiting for releases.
+func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource, owner, queue string) (*lock.Lease, error) {
 	opts := r.opts
 	opts.Owner = owner
 	slot := resources[0].String()
+	slots := g.cfg.SlotsPerKey
+	if c := g.cfg.Concurrency; c > 0 && int(g.running.Load()) <= c/2 {
+		slots = max(slots, c/4)
+	}
 	g.mu.Lock()
-	if r.Wait > 0 && g.waiting[slot] < g.cfg.SlotsPerKey {
+	var refill bool
+	if r.Wait > 0 && g.waiting[slot] < slots {
 		g.waiting[slot]++
 		opts.Wait = r.Wait
+		refill = g.waiting[slot] < slots
 	}
 	g.mu.Unlock()
 	if opts.Wait > 0 {
@@ -232,11 +250,26 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 			g.mu.Unlock()
 		}()
 	}
+	if refill {
+		g.wakeDetached(ctx, queue, resources[0])
+	}
 	l, err := g.locker.With(opts)
 	if err != nil {
 		return nil, err
 	}
 	return l.Acquire(ctx, resources...)
+}
+
+// wakeDetached wakes the first task parked on r in queue from a goroutine
+// that Shutdown waits for.
+func (g *Guard) wakeDetached(ctx context.Context, queue string, r lock.Resource) {
+	g.inflight.Add(1)
+	go func() {
+		defer g.inflight.Done()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		g.wake(wctx, []string{queue}, []lock.Resource{r})
+	}()
 }
 
 // releaseTimeout bounds a release and the wake-up that follows it.

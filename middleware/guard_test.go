@@ -73,9 +73,10 @@ func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc, adjus
 	locker, err := lock.New(rdb, lockCfg)
 	require.NoError(t, err)
 	guard := middleware.NewGuard(locker, rdb, middleware.GuardConfig{
-		Queues:    []string{"default"},
-		SafetyNet: time.Hour, // only wake-ups may bring a parked task back
-		Metrics:   metrics,
+		Queues:      []string{"default"},
+		SafetyNet:   time.Hour, // only wake-ups may bring a parked task back
+		Concurrency: concurrency,
+		Metrics:     metrics,
 	})
 	require.NoError(t, guard.Register(ws.rule))
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{

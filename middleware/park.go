@@ -43,28 +43,37 @@ return {n, tonumber(redis.call('HGET', KEYS[2], 'turnstile_busy_since'))}
 // wakeScript moves the first parked task that waits in the retry set to
 // the head of the pending list, as asynq's own requeue does, so the next
 // worker to dequeue runs it. Entries of tasks that are gone are dropped.
+// Tasks still active (they returned busy an instant ago and asynq has not
+// yet moved them to the retry set) keep their places at the head, and the
+// scan goes on past them, up to a bound.
 //
 //	KEYS[1] -> parked list  KEYS[2] -> retry set  KEYS[3] -> pending list
 //	ARGV[1] -> task key prefix
 //
-// Returns 1 when it woke a task, 0 when none was parked, and 2 when the
-// head is still active: it returned busy an instant ago and asynq has not
-// yet moved it to the retry set; it keeps its place and the caller tries
-// again shortly.
+// Returns 1 when it woke a task, 0 when none was parked, and 2 when only
+// active tasks were: the caller tries again shortly.
 var wakeScript = redis.NewScript(`
-while true do
+local active = {}
+local woke = 0
+while #active < 32 do
   local id = redis.call('LPOP', KEYS[1])
-  if not id then return 0 end
+  if not id then break end
   if redis.call('ZREM', KEYS[2], id) == 1 then
     redis.call('RPUSH', KEYS[3], id)
     redis.call('HSET', ARGV[1] .. id, 'state', 'pending')
-    return 1
+    woke = 1
+    break
   end
   if redis.call('HGET', ARGV[1] .. id, 'state') == 'active' then
-    redis.call('LPUSH', KEYS[1], id)
-    return 2
+    active[#active + 1] = id
   end
 end
+for i = #active, 1, -1 do
+  redis.call('LPUSH', KEYS[1], active[i])
+end
+if woke == 1 then return 1 end
+if #active > 0 then return 2 end
+return 0
 `)
 
 // ErrBusy marks a task that found its resources held and was parked. It
@@ -122,13 +131,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	// ourselves (the wake-up waits until asynq has moved us to the retry
 	// set). If it is held, its holder's release comes after our park.
 	if held, err := g.locker.Held(ctx, busy.Resource); err != nil || !held {
-		g.inflight.Add(1)
-		go func() {
-			defer g.inflight.Done()
-			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-			defer cancel()
-			g.wake(wctx, []string{queue}, []lock.Resource{busy.Resource})
-		}()
+		g.wakeDetached(ctx, queue, busy.Resource)
 	}
 	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
 	return fmt.Errorf("%s (busy round %d): %w", what, rounds, ErrBusy)

@@ -34,7 +34,7 @@ const (
 	DefaultLockTTL         = 10 * time.Second
 	DefaultLockWait        = time.Second
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultPollInterval    = 50 * time.Millisecond
+	DefaultPollInterval    = 20 * time.Millisecond
 	DefaultQueues          = "critical=6,default=3,low=1"
 )
 

@@ -96,8 +96,8 @@ var settings = []struct {
 		func(c Config) any { return c.LockWait }, time.Duration(0), 250 * time.Millisecond,
 	},
 	{
-		"TURNSTILE_POLL_INTERVAL", "poll-interval", "20ms", "1s",
-		func(c Config) any { return c.PollInterval }, 20 * time.Millisecond, time.Second,
+		"TURNSTILE_POLL_INTERVAL", "poll-interval", "5ms", "1s",
+		func(c Config) any { return c.PollInterval }, 5 * time.Millisecond, time.Second,
 	},
 	{
 		"TURNSTILE_SHUTDOWN_TIMEOUT", "shutdown-timeout", "1m", "5s",

@@ -77,9 +77,10 @@ func New(p Params) (*Worker, error) {
 	}
 	queues := slices.Sorted(maps.Keys(cfg.Queues))
 	guard := middleware.NewGuard(locker, p.Redis, middleware.GuardConfig{
-		Queues:  queues,
-		Metrics: telemetry.NewMetrics(mp),
-		Logger:  log,
+		Queues:      queues,
+		Concurrency: cfg.Concurrency,
+		Metrics:     telemetry.NewMetrics(mp),
+		Logger:      log,
 	})
 	mux := asynq.NewServeMux()
 	mux.Use(middleware.Recover(log), middleware.Tracing(tp, mp), middleware.ArchiveUnknown, guard.Middleware)

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
 )
 
 // Goroutine counts of the phases; the JSON field names carry them.
@@ -72,12 +74,12 @@ func run() (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv, err := startServer(ctx, cfg.redisServer)
+	srv, err := redisserver.Start(ctx, cfg.redisServer)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, srv.stop()) }()
-	progress("redis-server pid %d on %s", srv.cmd.Process.Pid, srv.addr)
+	defer func() { err = errors.Join(err, srv.Stop()) }()
+	progress("redis-server pid %d on %s", srv.Pid(), srv.Addr())
 
 	benches := make([]*bench, 0, len(cfg.libs))
 	defer func() {
@@ -152,8 +154,8 @@ func parseFlags(args []string) (config, error) {
 
 // openBench opens one library's clients and lockers, one per simulated
 // process.
-func openBench(srv *server, lib library, cfg config) (*bench, error) {
-	b := &bench{name: lib.name, srv: srv, procs: newProcesses(srv.addr, cfg.procs)}
+func openBench(srv *redisserver.Server, lib library, cfg config) (*bench, error) {
+	b := &bench{name: lib.name, srv: srv, procs: newProcesses(srv.Addr(), cfg.procs)}
 	for _, c := range b.procs.clients {
 		lk, err := lib.open(c, cfg.ttl, cfg.wait)
 		if err != nil {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
 )
 
 const (
@@ -23,7 +25,7 @@ const (
 // i using locker i mod len(lockers).
 type bench struct {
 	name    string
-	srv     *server
+	srv     *redisserver.Server
 	procs   *processes
 	lockers []locker
 }
@@ -119,7 +121,7 @@ func (b *bench) contended(ctx context.Context, goroutines int, d, hold time.Dura
 	tallies := make([]tally, goroutines)
 
 	trips0 := b.procs.trips.n.Load()
-	cpu0, err := b.srv.cpu(ctx)
+	cpu0, err := b.srv.CPU(ctx)
 	if err != nil {
 		return contention{}, err
 	}
@@ -133,7 +135,7 @@ func (b *bench) contended(ctx context.Context, goroutines int, d, hold time.Dura
 	case <-ctx.Done():
 	}
 	trips := b.procs.trips.n.Load() - trips0
-	cpu1, cpuErr := b.srv.cpu(ctx)
+	cpu1, cpuErr := b.srv.CPU(ctx)
 	cancel()
 	wg.Wait()
 

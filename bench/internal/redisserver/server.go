@@ -1,4 +1,6 @@
-package main
+// Package redisserver starts a throwaway redis-server for a benchmark on a
+// free 127.0.0.1 port, without persistence, and kills it by pid.
+package redisserver
 
 import (
 	"context"
@@ -18,27 +20,27 @@ import (
 const (
 	// readyTimeout bounds the wait for a spawned redis-server to answer.
 	readyTimeout = 10 * time.Second
-	// spawnAttempts bounds how often startServer retries when a server
+	// spawnAttempts bounds how often Start retries when a server
 	// exits at start, e.g. because another process took its port first.
 	spawnAttempts = 3
 	// killTimeout bounds the wait for the server to be reaped after SIGKILL.
 	killTimeout = 10 * time.Second
 )
 
-// server is a redis-server that lockbench started on a free 127.0.0.1 port,
-// with no persistence, and kills by pid in stop.
-type server struct {
+// Server is a redis-server started on a free 127.0.0.1 port, with no
+// persistence, and killed by pid in Stop.
+type Server struct {
 	cmd    *exec.Cmd
 	addr   string
 	dir    string
 	exited chan struct{} // closed once the process has been reaped
-	// admin reads INFO. It carries no round-trip hook, so its commands are
-	// never counted against a library.
+	// admin reads INFO. It carries no hook, so its commands are never
+	// counted against what a benchmark measures.
 	admin *redis.Client
 }
 
-// startServer starts bin and waits until it answers with its own pid.
-func startServer(ctx context.Context, bin string) (*server, error) {
+// Start starts bin and waits until it answers with its own pid.
+func Start(ctx context.Context, bin string) (*Server, error) {
 	var errs []error
 	for range spawnAttempts {
 		s, err := spawn(ctx, bin)
@@ -53,7 +55,7 @@ func startServer(ctx context.Context, bin string) (*server, error) {
 	return nil, fmt.Errorf("start %s: %w", bin, errors.Join(errs...))
 }
 
-func spawn(ctx context.Context, bin string) (*server, error) {
+func spawn(ctx context.Context, bin string) (*Server, error) {
 	port, err := freePort(ctx)
 	if err != nil {
 		return nil, err
@@ -72,7 +74,7 @@ func spawn(ctx context.Context, bin string) (*server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
-	s := &server{
+	s := &Server{
 		cmd:    cmd,
 		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		dir:    dir,
@@ -84,14 +86,14 @@ func spawn(ctx context.Context, bin string) (*server, error) {
 	}()
 	s.admin = redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
 	if err := s.awaitReady(ctx); err != nil {
-		return nil, errors.Join(err, s.stop())
+		return nil, errors.Join(err, s.Stop())
 	}
 	return s, nil
 }
 
 // awaitReady polls until the server on s.addr reports our child's pid, so
 // that another server that happens to answer on the port is never used.
-func (s *server) awaitReady(ctx context.Context) error {
+func (s *Server) awaitReady(ctx context.Context) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		info, err := s.admin.Info(ctx, "server").Result()
@@ -115,9 +117,9 @@ func (s *server) awaitReady(ctx context.Context) error {
 	}
 }
 
-// stop kills the server by pid, waits until it is reaped and removes its
+// Stop kills the server by pid, waits until it is reaped and removes its
 // directory.
-func (s *server) stop() error {
+func (s *Server) Stop() error {
 	err := s.admin.Close()
 	if kerr := s.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
 		err = errors.Join(err, fmt.Errorf("kill redis-server (pid %d): %w", s.cmd.Process.Pid, kerr))
@@ -130,9 +132,9 @@ func (s *server) stop() error {
 	return errors.Join(err, os.RemoveAll(s.dir))
 }
 
-// cpu returns the CPU time the server has used so far, user plus system,
+// CPU returns the CPU time the server has used so far, user plus system,
 // across all its threads.
-func (s *server) cpu(ctx context.Context) (time.Duration, error) {
+func (s *Server) CPU(ctx context.Context) (time.Duration, error) {
 	info, err := s.admin.Info(ctx, "cpu").Result()
 	if err != nil {
 		return 0, fmt.Errorf("INFO cpu: %w", err)
@@ -158,7 +160,7 @@ func infoField(info, name string) string {
 	return ""
 }
 
-func (s *server) logTail() string {
+func (s *Server) logTail() string {
 	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
@@ -171,7 +173,7 @@ func (s *server) logTail() string {
 }
 
 // freePort asks the kernel for a free 127.0.0.1 port. Another process may
-// take it before redis-server binds it; startServer retries then.
+// take it before redis-server binds it; Start retries then.
 func freePort(ctx context.Context) (int, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
@@ -184,3 +186,9 @@ func freePort(ctx context.Context) (int, error) {
 	}
 	return port, nil
 }
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.addr }
+
+// Pid is the server's process ID.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
