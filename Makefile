@@ -1,7 +1,7 @@
 .DEFAULT_GOAL := help
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help test lint bench lockbench demo
+.PHONY: help test lint bench lockbench workerbench demo
 
 help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
@@ -16,5 +16,7 @@ bench:      ## Benchmarks, 6 runs, for benchstat
 	go test -run='^$$' -bench=. -count=6 ./... | tee bench.txt
 lockbench:  ## Lock benchmark against redsync, redislock and a baseline (bench/ module)
 	go run ./bench/cmd/lockbench
+workerbench: ## Worker benchmark: bare asynq vs the middleware chain, and a hot key
+	go run ./bench/cmd/workerbench
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo
