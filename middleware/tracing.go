@@ -89,14 +89,16 @@ func tracingProcess(ctx context.Context, tracer trace.Tracer, duration metric.Fl
 	ctx, span := tracer.Start(parent, telemetry.SpanProcessPrefix+taskType, opts...)
 	ctx = telemetry.WithTaskType(ctx, taskType)
 
+	// The duration is recorded before the span ends, so whoever sees the
+	// span ended also finds it in the histogram.
 	finish := func(outcome string) {
-		span.SetAttributes(telemetry.AttrOutcome.String(outcome))
-		span.End()
 		duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
 			telemetry.AttrTaskType.String(taskType),
 			semconv.MessagingDestinationName(queue),
 			telemetry.AttrOutcome.String(outcome),
 		))
+		span.SetAttributes(telemetry.AttrOutcome.String(outcome))
+		span.End()
 	}
 	defer func() {
 		r := recover()
