@@ -21,72 +21,77 @@ import (
 // spans, busy rounds as flow control, and metric labels without raw keys.
 func TestChain_TracesEnqueueToLock(t *testing.T) {
 	t.Parallel()
-	const rawKey = "order-3f9a71" // must reach spans only, never labels
-	rec := oteltest.New(t)
-	var o overlaps
-	w := startWorker(t, 6, func(context.Context, *asynq.Task) error {
-		o.hold(50 * time.Millisecond)
-		return nil
-	}, func(ws *workerSetup) { ws.rec = rec })
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			const rawKey = "order-3f9a71" // must reach spans only, never labels
+			rec := oteltest.New(t)
+			var o overlaps
+			w := startWorker(t, be, 6, func(context.Context, *asynq.Task) error {
+				o.hold(50 * time.Millisecond)
+				return nil
+			}, func(ws *workerSetup) { ws.rec = rec })
 
-	const n = 6 // one holder, two waiting slots, the rest park
-	var ids []string
-	for range n {
-		b, err := json.Marshal(payload{Key: rawKey})
-		require.NoError(t, err)
-		info, err := telemetry.Enqueue(t.Context(), rec.TP, w.client, asynq.NewTask(guardedType, b),
-			asynq.MaxRetry(3), asynq.Timeout(10*time.Second))
-		require.NoError(t, err)
-		ids = append(ids, info.ID)
-	}
-	waitFor(t, 30*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
-	require.Zero(t, o.seen.Load())
-	// Spans end after the handler returns, a process span after its lock
-	// span: wait until every delivery's two have ended.
-	waitFor(t, 5*time.Second, func() bool {
-		acquires := len(rec.Named("lock.acquire"))
-		return acquires >= n && acquires == len(rec.Named("process "+guardedType))
-	}, "spans missing")
+			const n = 6 // one holder, two waiting slots, the rest park
+			var ids []string
+			for range n {
+				b, err := json.Marshal(payload{Key: rawKey})
+				require.NoError(t, err)
+				info, err := telemetry.Enqueue(t.Context(), rec.TP, w.client, asynq.NewTask(guardedType, b),
+					asynq.MaxRetry(3), asynq.Timeout(10*time.Second))
+				require.NoError(t, err)
+				ids = append(ids, info.ID)
+			}
+			waitFor(t, 30*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
+			require.Zero(t, o.seen.Load())
+			// Spans end after the handler returns, a process span after its lock
+			// span: wait until every delivery's two have ended.
+			waitFor(t, 5*time.Second, func() bool {
+				acquires := len(rec.Named("lock.acquire"))
+				return acquires >= n && acquires == len(rec.Named("process "+guardedType))
+			}, "spans missing")
 
-	sends := rec.Named("send " + guardedType)
-	require.Len(t, sends, n)
-	sendIDs := spanIDs(sends)
-	processes := rec.Named("process " + guardedType)
-	require.GreaterOrEqual(t, len(processes), n)
-	busy := 0
-	for _, p := range processes {
-		require.Equal(t, trace.SpanKindConsumer, p.SpanKind)
-		require.Contains(t, sendIDs, p.Parent.SpanID(), "a process span's parent is its send span")
-		attrs := oteltest.Attrs(p.Attributes)
-		if attrs[telemetry.AttrOutcome].AsString() == telemetry.OutcomeBusy {
-			busy++
-			require.Equal(t, codes.Unset, p.Status.Code, "a busy round is not an error")
-		}
-	}
-	require.Positive(t, busy, "no task was parked; the test shows nothing about busy rounds")
-	processIDs := spanIDs(processes)
-	acquired := 0
-	for _, a := range rec.Named("lock.acquire") {
-		require.Contains(t, processIDs, a.Parent.SpanID(), "lock.acquire runs inside a process span")
-		attrs := oteltest.Attrs(a.Attributes)
-		require.Equal(t, []string{"thing:" + rawKey}, attrs[telemetry.AttrLockResources].AsStringSlice())
-		if attrs[telemetry.AttrOutcome].AsString() == telemetry.OutcomeAcquired {
-			acquired++
-		}
-	}
-	require.Equal(t, n, acquired)
+			sends := rec.Named("send " + guardedType)
+			require.Len(t, sends, n)
+			sendIDs := spanIDs(sends)
+			processes := rec.Named("process " + guardedType)
+			require.GreaterOrEqual(t, len(processes), n)
+			busy := 0
+			for _, p := range processes {
+				require.Equal(t, trace.SpanKindConsumer, p.SpanKind)
+				require.Contains(t, sendIDs, p.Parent.SpanID(), "a process span's parent is its send span")
+				attrs := oteltest.Attrs(p.Attributes)
+				if attrs[telemetry.AttrOutcome].AsString() == telemetry.OutcomeBusy {
+					busy++
+					require.Equal(t, codes.Unset, p.Status.Code, "a busy round is not an error")
+				}
+			}
+			require.Positive(t, busy, "no task was parked; the test shows nothing about busy rounds")
+			processIDs := spanIDs(processes)
+			acquired := 0
+			for _, a := range rec.Named("lock.acquire") {
+				require.Contains(t, processIDs, a.Parent.SpanID(), "lock.acquire runs inside a process span")
+				attrs := oteltest.Attrs(a.Attributes)
+				require.Equal(t, []string{"thing:" + rawKey}, attrs[telemetry.AttrLockResources].AsStringSlice())
+				if attrs[telemetry.AttrOutcome].AsString() == telemetry.OutcomeAcquired {
+					acquired++
+				}
+			}
+			require.Equal(t, n, acquired)
 
-	rm := rec.Collect(t)
-	labels := []attribute.KeyValue{telemetry.AttrTaskType.String(guardedType), telemetry.AttrLockKind.String("thing")}
-	require.Equal(t, int64(n), oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricLockReleases),
-		append(labels, telemetry.AttrOutcome.String(telemetry.OutcomeReleased))...))
-	require.Equal(t, int64(busy), oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricTaskBusyRetries), labels...))
-	require.Zero(t, oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricLockHeld), labels...))
-	oteltest.EachLabel(rm, func(metric string, kv attribute.KeyValue) {
-		for _, raw := range append([]string{rawKey}, ids...) {
-			require.NotContains(t, kv.Value.String(), raw, "%s label %s carries a raw value", metric, kv.Key)
-		}
-	})
+			rm := rec.Collect(t)
+			labels := []attribute.KeyValue{telemetry.AttrTaskType.String(guardedType), telemetry.AttrLockKind.String("thing")}
+			require.Equal(t, int64(n), oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricLockReleases),
+				append(labels, telemetry.AttrOutcome.String(telemetry.OutcomeReleased))...))
+			require.Equal(t, int64(busy), oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricTaskBusyRetries), labels...))
+			require.Zero(t, oteltest.Int(t, oteltest.Metric(t, rm, telemetry.MetricLockHeld), labels...))
+			oteltest.EachLabel(rm, func(metric string, kv attribute.KeyValue) {
+				for _, raw := range append([]string{rawKey}, ids...) {
+					require.NotContains(t, kv.Value.String(), raw, "%s label %s carries a raw value", metric, kv.Key)
+				}
+			})
+		})
+	}
 }
 
 func spanIDs(spans []tracetest.SpanStub) []trace.SpanID {

@@ -46,6 +46,15 @@ type worker struct {
 	guard   *middleware.Guard
 }
 
+// backend is the Redis a worker runs on.
+type backend struct {
+	name string
+	mini bool // miniredis, whose keys expire only when told to
+}
+
+// backends are the Redis servers every worker test runs on.
+var backends = []backend{{name: "Redis"}, {name: "Miniredis", mini: true}}
+
 // workerSetup is what a test may change about a worker.
 type workerSetup struct {
 	rule middleware.Rule
@@ -54,7 +63,7 @@ type workerSetup struct {
 	rec *oteltest.Recorder
 }
 
-func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc, adjust ...func(*workerSetup)) *worker {
+func startWorker(t *testing.T, be backend, concurrency int, handler asynq.HandlerFunc, adjust ...func(*workerSetup)) *worker {
 	t.Helper()
 	ws := workerSetup{rule: middleware.Rule{
 		Type: guardedType, Keys: keysOf, MaxRetry: 3, Timeout: 10 * time.Second, TTL: 5 * time.Second,
@@ -62,8 +71,12 @@ func startWorker(t *testing.T, concurrency int, handler asynq.HandlerFunc, adjus
 	for _, f := range adjust {
 		f(&ws)
 	}
-	srv := redistest.Server(t)
-	rdb := srv.Client(t)
+	var rdb redis.UniversalClient
+	if be.mini {
+		_, rdb = redistest.MiniClient(t)
+	} else {
+		rdb = redistest.Server(t).Client(t)
+	}
 	lockCfg := lock.Config{}
 	var metrics *telemetry.Metrics
 	if ws.rec != nil {
@@ -150,127 +163,157 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool, what string) 
 
 func TestGuard_OneKeyNeverOverlaps(t *testing.T) {
 	t.Parallel()
-	var o overlaps
-	w := startWorker(t, 16, func(ctx context.Context, _ *asynq.Task) error {
-		require.NotNil(t, middleware.Lease(ctx), "no lease in the handler's context")
-		o.hold(time.Millisecond)
-		return nil
-	})
-	const n = 200
-	for range n {
-		w.enqueue(t, "hot")
-	}
-	waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
-	require.Zero(t, o.seen.Load(), "two handlers held the key at once")
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var o overlaps
+			w := startWorker(t, be, 16, func(ctx context.Context, _ *asynq.Task) error {
+				require.NotNil(t, middleware.Lease(ctx), "no lease in the handler's context")
+				o.hold(time.Millisecond)
+				return nil
+			})
+			const n = 200
+			for range n {
+				w.enqueue(t, "hot")
+			}
+			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
+			require.Zero(t, o.seen.Load(), "two handlers held the key at once")
 
-	waitFor(t, 5*time.Second, func() bool {
-		q, err := w.inspect.GetQueueInfo("default")
-		return err == nil && q.Completed == n
-	}, "not every task completed")
-	done, err := w.inspect.ListCompletedTasks("default", asynq.PageSize(n))
-	require.NoError(t, err)
-	for _, ti := range done {
-		require.Zero(t, ti.Retried, "a busy round counted as a failure: %s", ti.LastErr)
+			waitFor(t, 5*time.Second, func() bool {
+				q, err := w.inspect.GetQueueInfo("default")
+				return err == nil && q.Completed == n
+			}, "not every task completed")
+			done, err := w.inspect.ListCompletedTasks("default", asynq.PageSize(n))
+			require.NoError(t, err)
+			for _, ti := range done {
+				require.Zero(t, ti.Retried, "a busy round counted as a failure: %s", ti.LastErr)
+			}
+		})
 	}
 }
 
 func TestGuard_ParkedTasksAreWokenByReleases(t *testing.T) {
 	t.Parallel()
-	var o overlaps
-	w := startWorker(t, 8, func(context.Context, *asynq.Task) error {
-		o.hold(2 * time.Millisecond)
-		return nil
-	})
-	const n = 100
-	for range n {
-		w.enqueue(t, "hot")
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var o overlaps
+			w := startWorker(t, be, 8, func(context.Context, *asynq.Task) error {
+				o.hold(2 * time.Millisecond)
+				return nil
+			})
+			const n = 100
+			for range n {
+				w.enqueue(t, "hot")
+			}
+			// The safety net is an hour: only releases can bring parked tasks back.
+			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
+			require.Zero(t, o.seen.Load())
+		})
 	}
-	// The safety net is an hour: only releases can bring parked tasks back.
-	waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
-	require.Zero(t, o.seen.Load())
 }
 
 func TestGuard_BadPayloadIsArchived(t *testing.T) {
 	t.Parallel()
-	var ran atomic.Bool
-	w := startWorker(t, 2, func(context.Context, *asynq.Task) error {
-		ran.Store(true)
-		return nil
-	})
-	_, err := w.client.Enqueue(asynq.NewTask(guardedType, []byte(`{"key":""}`)), asynq.MaxRetry(3))
-	require.NoError(t, err)
-	var archived []*asynq.TaskInfo
-	waitFor(t, 10*time.Second, func() bool {
-		archived, err = w.inspect.ListArchivedTasks("default")
-		return err == nil && len(archived) == 1
-	}, "bad payload not archived")
-	require.Contains(t, archived[0].LastErr, guardedType)
-	require.Contains(t, archived[0].LastErr, "field key: missing")
-	require.False(t, ran.Load(), "the handler ran on a bad payload")
-	keys, err := w.rdb.Keys(context.Background(), lock.DefaultPrefix+"*").Result()
-	require.NoError(t, err)
-	for _, k := range keys {
-		require.NotContains(t, k, "}:", "only fence/queue keys may remain")
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var ran atomic.Bool
+			w := startWorker(t, be, 2, func(context.Context, *asynq.Task) error {
+				ran.Store(true)
+				return nil
+			})
+			_, err := w.client.Enqueue(asynq.NewTask(guardedType, []byte(`{"key":""}`)), asynq.MaxRetry(3))
+			require.NoError(t, err)
+			var archived []*asynq.TaskInfo
+			waitFor(t, 10*time.Second, func() bool {
+				archived, err = w.inspect.ListArchivedTasks("default")
+				return err == nil && len(archived) == 1
+			}, "bad payload not archived")
+			require.Contains(t, archived[0].LastErr, guardedType)
+			require.Contains(t, archived[0].LastErr, "field key: missing")
+			require.False(t, ran.Load(), "the handler ran on a bad payload")
+			keys, err := w.rdb.Keys(context.Background(), lock.DefaultPrefix+"*").Result()
+			require.NoError(t, err)
+			for _, k := range keys {
+				require.NotContains(t, k, "}:", "only fence/queue keys may remain")
+			}
+		})
 	}
 }
 
 func TestGuard_PanicReleasesTheLock(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	w := startWorker(t, 2, func(context.Context, *asynq.Task) error {
-		if calls.Add(1) == 1 {
-			panic("boom")
-		}
-		return nil
-	})
-	w.enqueue(t, "p")
-	waitFor(t, 10*time.Second, func() bool { return calls.Load() >= 1 }, "handler never ran")
-	waitFor(t, 5*time.Second, func() bool {
-		return w.rdb.Exists(context.Background(), lock.DefaultPrefix+"{thing:p}").Val() == 0
-	}, "the panicking task kept its lock")
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			w := startWorker(t, be, 2, func(context.Context, *asynq.Task) error {
+				if calls.Add(1) == 1 {
+					panic("boom")
+				}
+				return nil
+			})
+			w.enqueue(t, "p")
+			waitFor(t, 10*time.Second, func() bool { return calls.Load() >= 1 }, "handler never ran")
+			waitFor(t, 5*time.Second, func() bool {
+				return w.rdb.Exists(context.Background(), lock.DefaultPrefix+"{thing:p}").Val() == 0
+			}, "the panicking task kept its lock")
+		})
+	}
 }
 
 func TestGuard_AfterReleaseRunsWithoutTheLock(t *testing.T) {
 	t.Parallel()
-	var (
-		mu     sync.Mutex
-		exists int64 = -1
-	)
-	var w *worker
-	w = startWorker(t, 2, func(ctx context.Context, _ *asynq.Task) error {
-		middleware.AfterRelease(ctx, func(ctx context.Context) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var (
+				mu     sync.Mutex
+				exists int64 = -1
+			)
+			var w *worker
+			w = startWorker(t, be, 2, func(ctx context.Context, _ *asynq.Task) error {
+				middleware.AfterRelease(ctx, func(ctx context.Context) {
+					mu.Lock()
+					defer mu.Unlock()
+					exists = w.rdb.Exists(ctx, lock.DefaultPrefix+"{thing:a}").Val()
+				})
+				return nil
+			})
+			w.enqueue(t, "a")
+			waitFor(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return exists >= 0 }, "after-release work never ran")
 			mu.Lock()
 			defer mu.Unlock()
-			exists = w.rdb.Exists(ctx, lock.DefaultPrefix+"{thing:a}").Val()
+			require.Zero(t, exists, "after-release work ran while the lock was held")
 		})
-		return nil
-	})
-	w.enqueue(t, "a")
-	waitFor(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return exists >= 0 }, "after-release work never ran")
-	mu.Lock()
-	defer mu.Unlock()
-	require.Zero(t, exists, "after-release work ran while the lock was held")
+	}
 }
 
 func TestGuard_LeaseLossCancelsTheHandler(t *testing.T) {
 	t.Parallel()
-	cause := make(chan error, 1)
-	var w *worker
-	w = startWorker(t, 2, func(ctx context.Context, _ *asynq.Task) error {
-		// Another owner takes the lock from under us; the refresher or the
-		// TTL timer notices and the context ends.
-		w.rdb.Set(ctx, lock.DefaultPrefix+"{thing:l}", "thief", time.Minute)
-		_ = middleware.Lease(ctx).Extend(ctx, 0)
-		<-ctx.Done()
-		cause <- context.Cause(ctx)
-		return nil
-	})
-	w.enqueue(t, "l")
-	select {
-	case err := <-cause:
-		require.ErrorIs(t, err, middleware.ErrLeaseLost)
-	case <-time.After(10 * time.Second):
-		t.Fatal("lease loss did not cancel the handler")
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			cause := make(chan error, 1)
+			var w *worker
+			w = startWorker(t, be, 2, func(ctx context.Context, _ *asynq.Task) error {
+				// Another owner takes the lock from under us; the refresher or the
+				// TTL timer notices and the context ends.
+				w.rdb.Set(ctx, lock.DefaultPrefix+"{thing:l}", "thief", time.Minute)
+				_ = middleware.Lease(ctx).Extend(ctx, 0)
+				<-ctx.Done()
+				cause <- context.Cause(ctx)
+				return nil
+			})
+			w.enqueue(t, "l")
+			select {
+			case err := <-cause:
+				require.ErrorIs(t, err, middleware.ErrLeaseLost)
+			case <-time.After(10 * time.Second):
+				t.Fatal("lease loss did not cancel the handler")
+			}
+		})
 	}
 }
 
