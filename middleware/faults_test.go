@@ -37,10 +37,7 @@ func TestGuard_AbandonedHandlerKeepsItsLock(t *testing.T) {
 				ws.rule.Timeout, ws.rule.TTL, ws.rule.Wait = time.Second, time.Second, 100*time.Millisecond
 			})
 			first := w.enqueue(t, "slow", asynq.Timeout(time.Second))
-			waitFor(t, 10*time.Second, func() bool {
-				ti, err := w.inspect.GetTaskInfo("default", first.ID)
-				return err == nil && ti.State == asynq.TaskStateRetry
-			}, "asynq did not give up on the slow handler")
+			w.waitState(t, first.ID, asynq.TaskStateRetry, "asynq did not give up on the slow handler")
 			// The handler still runs; had its lease not been refreshed, the lock
 			// would be free by now.
 			require.Equal(t, int64(1), o.inside.Load())
@@ -76,27 +73,15 @@ func TestGuard_BusyTooOftenIsArchived(t *testing.T) {
 			t.Cleanup(func() { require.NoError(t, held.Release(context.Background())) })
 
 			info := w.enqueue(t, "stuck")
-			waitFor(t, 10*time.Second, func() bool {
-				ti, err := w.inspect.GetTaskInfo("default", info.ID)
-				if err != nil || ti.State != asynq.TaskStateRetry {
-					return false
-				}
-				require.Zero(t, ti.Retried, "a busy round counted as a retry")
-				require.Contains(t, ti.LastErr, "thing lock busy")
-				require.Contains(t, ti.LastErr, "held by billing-cron")
-				return true
-			}, "the task was not parked")
+			ti := w.waitState(t, info.ID, asynq.TaskStateRetry, "the task was not parked")
+			require.Zero(t, ti.Retried, "a busy round counted as a retry")
+			require.Contains(t, ti.LastErr, "thing lock busy")
+			require.Contains(t, ti.LastErr, "held by billing-cron")
 			// Its safety net is an hour; an operator's "run now" brings it back.
 			require.NoError(t, w.inspect.RunTask("default", info.ID))
-			waitFor(t, 10*time.Second, func() bool {
-				ti, err := w.inspect.GetTaskInfo("default", info.ID)
-				if err != nil || ti.State != asynq.TaskStateArchived {
-					return false
-				}
-				require.Contains(t, ti.LastErr, "busy 2 times")
-				require.Contains(t, ti.LastErr, "held by billing-cron")
-				return true
-			}, "the task was not archived after MaxBusy rounds")
+			ti = w.waitState(t, info.ID, asynq.TaskStateArchived, "the task was not archived after MaxBusy rounds")
+			require.Contains(t, ti.LastErr, "busy 2 times")
+			require.Contains(t, ti.LastErr, "held by billing-cron")
 		})
 	}
 }
@@ -109,16 +94,10 @@ func TestGuard_UnknownTypeIsArchived(t *testing.T) {
 			w := startWorker(t, be, 2, func(context.Context, *asynq.Task) error { return nil })
 			info, err := w.client.Enqueue(asynq.NewTask("test:nobody-handles-me", nil), asynq.MaxRetry(25))
 			require.NoError(t, err)
-			waitFor(t, 10*time.Second, func() bool {
-				ti, err := w.inspect.GetTaskInfo("default", info.ID)
-				if err != nil || ti.State != asynq.TaskStateArchived {
-					return false
-				}
-				require.Contains(t, ti.LastErr, `"test:nobody-handles-me"`)
-				require.Contains(t, ti.LastErr, "no handler is registered")
-				require.Zero(t, ti.Retried)
-				return true
-			}, "the unknown task was not archived")
+			ti := w.waitState(t, info.ID, asynq.TaskStateArchived, "the unknown task was not archived")
+			require.Contains(t, ti.LastErr, `"test:nobody-handles-me"`)
+			require.Contains(t, ti.LastErr, "no handler is registered")
+			require.Zero(t, ti.Retried)
 		})
 	}
 }

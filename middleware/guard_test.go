@@ -135,6 +135,18 @@ func (w *worker) enqueue(t *testing.T, key string, opts ...asynq.Option) *asynq.
 	return info
 }
 
+// waitState waits until task id is in state and returns its info.
+func (w *worker) waitState(t *testing.T, id string, state asynq.TaskState, what string) *asynq.TaskInfo {
+	t.Helper()
+	var ti *asynq.TaskInfo
+	waitFor(t, 10*time.Second, func() bool {
+		var err error
+		ti, err = w.inspect.GetTaskInfo("default", id)
+		return err == nil && ti.State == state
+	}, what)
+	return ti
+}
+
 // overlaps detects two handlers inside the same resource at once.
 type overlaps struct {
 	inside, seen atomic.Int64

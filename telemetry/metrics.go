@@ -48,45 +48,36 @@ func NewMetrics(mp metric.MeterProvider) *Metrics {
 	}
 	m := mp.Meter(ScopeName)
 	var errs []error
-	check := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
+	seconds := func(name, desc string) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+			metric.WithExplicitBucketBoundaries(lockBuckets...))
+		errs = append(errs, err)
+		return h
 	}
-	var (
-		out Metrics
-		err error
-	)
-	out.waitDuration, err = m.Float64Histogram(MetricLockWaitDuration, metric.WithUnit("s"),
-		metric.WithDescription("Time Acquire took, whatever its outcome."),
-		metric.WithExplicitBucketBoundaries(lockBuckets...))
-	check(err)
-	out.holdDuration, err = m.Float64Histogram(MetricLockHoldDuration, metric.WithUnit("s"),
-		metric.WithDescription("Time from acquisition to release of a lease."),
-		metric.WithExplicitBucketBoundaries(lockBuckets...))
-	check(err)
-	out.acquisitions, err = m.Int64Counter(MetricLockAcquisitions, metric.WithUnit("{acquisition}"),
-		metric.WithDescription("Acquire calls, by outcome: acquired, busy or error."))
-	check(err)
-	out.releases, err = m.Int64Counter(MetricLockReleases, metric.WithUnit("{release}"),
-		metric.WithDescription("Release calls, by outcome: released, not_held (TTL too tight) or error."))
-	check(err)
-	out.losses, err = m.Int64Counter(MetricLockLosses, metric.WithUnit("{lease}"),
-		metric.WithDescription("Leases that lost their resources before Release."))
-	check(err)
-	out.busyRetries, err = m.Int64Counter(MetricTaskBusyRetries, metric.WithUnit("{task}"),
-		metric.WithDescription("Tasks given back to the queue because a lock was busy."))
-	check(err)
-	out.held, err = m.Int64UpDownCounter(MetricLockHeld, metric.WithUnit("{lease}"),
-		metric.WithDescription("Leases held by this process."))
-	check(err)
-	out.waiters, err = m.Int64UpDownCounter(MetricLockWaiters, metric.WithUnit("{waiter}"),
-		metric.WithDescription("Acquire calls of this process waiting for a resource."))
-	check(err)
-	if len(errs) > 0 {
-		otel.Handle(errors.Join(errs...))
+	count := func(name, unit, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
 	}
-	return &out
+	gauge := func(name, unit, desc string) metric.Int64UpDownCounter {
+		g, err := m.Int64UpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	out := &Metrics{
+		waitDuration: seconds(MetricLockWaitDuration, "Time Acquire took, whatever its outcome."),
+		holdDuration: seconds(MetricLockHoldDuration, "Time from acquisition to release of a lease."),
+		acquisitions: count(MetricLockAcquisitions, "{acquisition}", "Acquire calls, by outcome: acquired, busy or error."),
+		releases:     count(MetricLockReleases, "{release}", "Release calls, by outcome: released, not_held (TTL too tight) or error."),
+		losses:       count(MetricLockLosses, "{lease}", "Leases that lost their resources before Release."),
+		busyRetries:  count(MetricTaskBusyRetries, "{task}", "Tasks given back to the queue because a lock was busy."),
+		held:         gauge(MetricLockHeld, "{lease}", "Leases held by this process."),
+		waiters:      gauge(MetricLockWaiters, "{waiter}", "Acquire calls of this process waiting for a resource."),
+	}
+	if err := errors.Join(errs...); err != nil {
+		otel.Handle(err)
+	}
+	return out
 }
 
 // BusyRetry counts a task given back to the queue because resources were

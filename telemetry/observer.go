@@ -112,14 +112,10 @@ func (o *lockObserver) Lost(ctx context.Context, ev lock.LostEvent) {
 }
 
 func acquireOutcome(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return OutcomeAcquired
-	case IsFlowControl(err):
-		return OutcomeBusy
-	default:
-		return OutcomeError
 	}
+	return Outcome(err) // busy or error
 }
 
 func releaseOutcome(err error) string {
