@@ -48,3 +48,9 @@ func (a *afterRelease) run(ctx context.Context) {
 		fn(ctx)
 	}
 }
+
+// WithLease returns a copy of ctx that carries lease as Lease returns it:
+// for tests, and for code that runs a guarded handler outside the worker.
+func WithLease(ctx context.Context, lease *lock.Lease) context.Context {
+	return context.WithValue(ctx, leaseKey{}, lease)
+}

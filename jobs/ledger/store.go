@@ -1,0 +1,281 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix starts every key the Store writes. All of them share the
+// hash tag {ledger}, so one Commit can touch any of them on Redis Cluster
+// (at the price of keeping the ledger in one slot).
+const DefaultPrefix = "turnstile:ledger:"
+
+// Store is the ledger in Redis. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store in rdb under prefix (DefaultPrefix if empty).
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, prefix: cmp.Or(prefix, DefaultPrefix) + "{ledger}:"}
+}
+
+func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(parts, ":") }
+
+// commitScript checks every fence, then writes the change.
+//
+//	KEYS[1] -> order number counter  KEYS[2] -> set of order IDs
+//	KEYS[3] -> outbox (hash id -> notification)  KEYS[4] -> the order's pending outbox set
+//	KEYS[5] -> the order, or the counter again when there is none
+//	KEYS[6 .. 5+nf] -> fence keys  KEYS[6+nf .. 5+nf+na] -> ticket type hashes
+//	ARGV[1] -> nf  ARGV[2] -> na  ARGV[3 .. 2+nf] -> tokens
+//	ARGV[3+nf .. 2+nf+na] -> available counts
+//	ARGV[3+nf+na] -> the order as JSON, or ''  ARGV[4+nf+na] -> its ID
+//	ARGV[5+nf+na ..] -> outbox pairs: id, JSON
+//
+// An order whose JSON has an empty number gets the next one. Returns that
+// number (” when the order had one or there is none), or an error reply
+// "STALE <i>" naming the first stale fence.
+var commitScript = redis.NewScript(`
+local nf, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, nf do
+  local last = tonumber(redis.call('GET', KEYS[5 + i]) or '0')
+  if tonumber(ARGV[2 + i]) < last then
+    return redis.error_reply('STALE ' .. i)
+  end
+end
+for i = 1, nf do
+  local last = tonumber(redis.call('GET', KEYS[5 + i]) or '0')
+  if tonumber(ARGV[2 + i]) > last then redis.call('SET', KEYS[5 + i], ARGV[2 + i]) end
+end
+for i = 1, na do
+  redis.call('HSET', KEYS[5 + nf + i], 'available', ARGV[2 + nf + i])
+end
+local number = ''
+local order, id = ARGV[3 + nf + na], ARGV[4 + nf + na]
+if order ~= '' then
+  if string.find(order, '"number":""', 1, true) then
+    number = string.format('TS-%06d', redis.call('INCR', KEYS[1]))
+    order = string.gsub(order, '"number":""', '"number":"' .. number .. '"', 1)
+  end
+  redis.call('SET', KEYS[5], order)
+  redis.call('SADD', KEYS[2], id)
+end
+for i = 5 + nf + na, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('SADD', KEYS[4], ARGV[i])
+  end
+end
+return number
+`)
+
+// Commit writes ch if every fence is at least the last one the store
+// accepted for its resource, and records each as the new last. It returns
+// an error wrapping ErrStaleFence, which names the resource, and writes
+// nothing, when one is not. The order, if any, is given its number.
+func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
+	orderKey, orderID, orderJSON := s.key("seq"), "", ""
+	if ch.Order != nil {
+		b, err := json.Marshal(ch.Order)
+		if err != nil {
+			return fmt.Errorf("ledger: commit: %w", err)
+		}
+		orderKey, orderID, orderJSON = s.key("order", ch.Order.ID), ch.Order.ID, string(b)
+	}
+	keys := []string{s.key("seq"), s.key("orders"), s.key("outbox"), s.key("pending", orderID), orderKey}
+	args := []any{len(fences), len(ch.Available)}
+	for _, f := range fences {
+		keys = append(keys, s.key("fence", f.Resource))
+	}
+	for _, f := range fences {
+		args = append(args, f.Token)
+	}
+	types := slices.Sorted(mapsKeys(ch.Available))
+	for _, tt := range types {
+		keys = append(keys, s.key("tt", tt))
+	}
+	for _, tt := range types {
+		args = append(args, ch.Available[tt])
+	}
+	args = append(args, orderJSON, orderID)
+	for _, n := range ch.Outbox {
+		b, err := json.Marshal(n)
+		if err != nil {
+			return fmt.Errorf("ledger: commit: %w", err)
+		}
+		args = append(args, n.ID, string(b))
+	}
+	number, err := commitScript.Run(ctx, s.rdb, keys, args...).Text()
+	if err != nil {
+		if i, ok := strings.CutPrefix(err.Error(), "STALE "); ok {
+			n, _ := strconv.Atoi(i)
+			if n >= 1 && n <= len(fences) {
+				f := fences[n-1]
+				return fmt.Errorf("ledger: %s: fence %d: %w", f.Resource, f.Token, ErrStaleFence)
+			}
+		}
+		return fmt.Errorf("ledger: commit: %w", err)
+	}
+	if number != "" {
+		ch.Order.Number = number
+	}
+	return nil
+}
+
+func mapsKeys(m map[string]int64) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// AddTicketType creates a ticket type with all its capacity available. A
+// type that exists is left as it is.
+func (s *Store) AddTicketType(ctx context.Context, tt TicketType) error {
+	b, err := json.Marshal(tt)
+	if err != nil {
+		return fmt.Errorf("ledger: add ticket type: %w", err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSetNX(ctx, s.key("tt", tt.ID), "type", b)
+		p.HSetNX(ctx, s.key("tt", tt.ID), "available", tt.Capacity)
+		p.SAdd(ctx, s.key("tts"), tt.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: add ticket type %s: %w", tt.ID, err)
+	}
+	return nil
+}
+
+// TicketType returns a ticket type and how many of it are available.
+func (s *Store) TicketType(ctx context.Context, id string) (TicketType, int64, error) {
+	v, err := s.rdb.HMGet(ctx, s.key("tt", id), "type", "available").Result()
+	if err != nil {
+		return TicketType{}, 0, fmt.Errorf("ledger: ticket type %s: %w", id, err)
+	}
+	raw, ok := v[0].(string)
+	if !ok {
+		return TicketType{}, 0, fmt.Errorf("ledger: ticket type %s: %w", id, ErrNotFound)
+	}
+	var tt TicketType
+	if err := json.Unmarshal([]byte(raw), &tt); err != nil {
+		return TicketType{}, 0, fmt.Errorf("ledger: ticket type %s: %w", id, err)
+	}
+	avail, _ := v[1].(string)
+	n, err := strconv.ParseInt(avail, 10, 64)
+	if err != nil {
+		return TicketType{}, 0, fmt.Errorf("ledger: ticket type %s: available %q: %w", id, avail, err)
+	}
+	return tt, n, nil
+}
+
+// TicketTypes returns the IDs of every ticket type, sorted.
+func (s *Store) TicketTypes(ctx context.Context) ([]string, error) {
+	ids, err := s.rdb.SMembers(ctx, s.key("tts")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: ticket types: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Order returns an order.
+func (s *Store) Order(ctx context.Context, id string) (*Order, error) {
+	b, err := s.rdb.Get(ctx, s.key("order", id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("ledger: order %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: order %s: %w", id, err)
+	}
+	var o Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, fmt.Errorf("ledger: order %s: %w", id, err)
+	}
+	return &o, nil
+}
+
+// Orders returns the IDs of every order, sorted.
+func (s *Store) Orders(ctx context.Context) ([]string, error) {
+	ids, err := s.rdb.SMembers(ctx, s.key("orders")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: orders: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// deliverScript sends each pending notification of an order once: the
+// first delivery of an ID appends it to the sent log, a later one only
+// counts.
+//
+//	KEYS[1] -> the order's pending set  KEYS[2] -> outbox
+//	KEYS[3] -> sent log (list)  KEYS[4] -> deliveries per ID (hash)
+//
+// Returns how many it sent.
+var deliverScript = redis.NewScript(`
+local sent = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HINCRBY', KEYS[4], id, 1) == 1 then
+    redis.call('RPUSH', KEYS[3], redis.call('HGET', KEYS[2], id))
+    sent = sent + 1
+  end
+  redis.call('SREM', KEYS[1], id)
+end
+return sent
+`)
+
+// Deliver sends the order's pending notifications, each exactly once
+// however often it is called, and returns how many it sent. Jobs call it
+// after their locks are released.
+func (s *Store) Deliver(ctx context.Context, orderID string) (int, error) {
+	n, err := deliverScript.Run(ctx, s.rdb,
+		[]string{s.key("pending", orderID), s.key("outbox"), s.key("sent"), s.key("deliveries")}).Int()
+	if err != nil {
+		return 0, fmt.Errorf("ledger: deliver %s: %w", orderID, err)
+	}
+	return n, nil
+}
+
+// Outbox returns every notification recorded, with how many times each was
+// delivered (0 while pending).
+func (s *Store) Outbox(ctx context.Context) (map[string]Notification, map[string]int64, error) {
+	raw, err := s.rdb.HGetAll(ctx, s.key("outbox")).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: outbox: %w", err)
+	}
+	notes := make(map[string]Notification, len(raw))
+	for id, b := range raw {
+		var n Notification
+		if err := json.Unmarshal([]byte(b), &n); err != nil {
+			return nil, nil, fmt.Errorf("ledger: outbox %s: %w", id, err)
+		}
+		notes[id] = n
+	}
+	counts, err := s.rdb.HGetAll(ctx, s.key("deliveries")).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: deliveries: %w", err)
+	}
+	delivered := make(map[string]int64, len(counts))
+	for id, c := range counts {
+		n, err := strconv.ParseInt(c, 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger: deliveries %s: %w", id, err)
+		}
+		delivered[id] = n
+	}
+	return notes, delivered, nil
+}

@@ -1,0 +1,161 @@
+package ledger_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var backends = []struct {
+	name   string
+	client func(t *testing.T) redis.UniversalClient
+}{
+	{"Miniredis", miniClient},
+	{"Redis", serverClient},
+}
+
+func miniClient(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	_, c := redistest.MiniClient(t)
+	return c
+}
+
+func serverClient(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	return redistest.Server(t).Client(t)
+}
+
+func newOrder(id string) *ledger.Order {
+	return &ledger.Order{
+		ID: id, Items: []ledger.Item{{TicketType: "gold", Quantity: 2}},
+		Amount: 5000, Currency: "EUR", State: ledger.StateReserved, Created: time.Now().UTC(),
+	}
+}
+
+func TestStore(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			testStore(t, be.client)
+		})
+	}
+}
+
+func testStore(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
+	t.Helper()
+	t.Run("NumbersAreSequentialAndUnique", func(t *testing.T) {
+		t.Parallel()
+		s := ledger.New(client(t), "")
+		const n = 50
+		numbers := make(chan string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				o := newOrder(fmt.Sprintf("o-%d", i))
+				if err := s.Commit(t.Context(), nil, ledger.Change{Order: o}); err != nil {
+					t.Error(err)
+				}
+				numbers <- o.Number
+			})
+		}
+		wg.Wait()
+		close(numbers)
+		seen := map[string]bool{}
+		for num := range numbers {
+			require.Regexp(t, `^TS-\d{6}$`, num)
+			require.False(t, seen[num], "number %s given twice", num)
+			seen[num] = true
+		}
+		require.Len(t, seen, n)
+		require.True(t, seen["TS-000001"] && seen[fmt.Sprintf("TS-%06d", n)], "numbers run 1..n")
+		o, err := s.Order(t.Context(), "o-7")
+		require.NoError(t, err)
+		require.NotEmpty(t, o.Number, "the stored order carries its number")
+	})
+
+	t.Run("StaleFenceWritesNothing", func(t *testing.T) {
+		t.Parallel()
+		s := ledger.New(client(t), "")
+		ctx := t.Context()
+		require.NoError(t, s.AddTicketType(ctx, ledger.TicketType{ID: "gold", Capacity: 10}))
+		o := newOrder("o-1")
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 5}, {Resource: "ticket_type:gold:inventory", Token: 9}},
+			ledger.Change{Order: o, Available: map[string]int64{"gold": 8}}))
+
+		late := *o
+		late.State = ledger.StateRevoked
+		err := s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 4}},
+			ledger.Change{
+				Order: &late, Available: map[string]int64{"gold": 10},
+				Outbox: []ledger.Notification{{ID: "o-1:revoked", OrderID: "o-1", Kind: "revoked"}},
+			})
+		require.ErrorIs(t, err, ledger.ErrStaleFence)
+		require.Contains(t, err.Error(), "order:o-1")
+		got, err := s.Order(ctx, "o-1")
+		require.NoError(t, err)
+		require.Equal(t, ledger.StateReserved, got.State, "a stale write changed the order")
+		_, avail, err := s.TicketType(ctx, "gold")
+		require.NoError(t, err)
+		require.Equal(t, int64(8), avail, "a stale write changed the inventory")
+		notes, _, err := s.Outbox(ctx)
+		require.NoError(t, err)
+		require.Empty(t, notes, "a stale write recorded a notification")
+
+		// The same holder writes again; a newer one takes over.
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 5}}, ledger.Change{Order: got}))
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 6}}, ledger.Change{Order: got}))
+		require.ErrorIs(t, s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 5}}, ledger.Change{Order: got}), ledger.ErrStaleFence)
+	})
+
+	t.Run("NotificationsAreSentOnce", func(t *testing.T) {
+		t.Parallel()
+		s := ledger.New(client(t), "")
+		ctx := t.Context()
+		note := ledger.Notification{ID: "o-2:confirmed", OrderID: "o-2", Kind: "confirmed"}
+		o := newOrder("o-2")
+		require.NoError(t, s.Commit(ctx, nil, ledger.Change{Order: o, Outbox: []ledger.Notification{note}}))
+		require.NoError(t, s.Commit(ctx, nil, ledger.Change{Order: o, Outbox: []ledger.Notification{note}}), "a retried job records it again")
+		var wg sync.WaitGroup
+		sent := make(chan int, 8)
+		for range 8 {
+			wg.Go(func() {
+				n, err := s.Deliver(ctx, "o-2")
+				if err != nil {
+					t.Error(err)
+				}
+				sent <- n
+			})
+		}
+		wg.Wait()
+		close(sent)
+		total := 0
+		for n := range sent {
+			total += n
+		}
+		require.Equal(t, 1, total)
+		notes, delivered, err := s.Outbox(ctx)
+		require.NoError(t, err)
+		require.Len(t, notes, 1)
+		require.Equal(t, int64(1), delivered[note.ID])
+	})
+
+	t.Run("ReadsOfMissingThings", func(t *testing.T) {
+		t.Parallel()
+		s := ledger.New(client(t), "")
+		_, err := s.Order(t.Context(), "nope")
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+		_, _, err = s.TicketType(t.Context(), "nope")
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+	})
+}
