@@ -1,0 +1,94 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/middleware"
+)
+
+// ErrSoldOut reports a reservation that asks for more tickets than are
+// left.
+var ErrSoldOut = errors.New("jobs: sold out")
+
+// DefaultPaymentWindow is how long a reservation waits for its payment.
+const DefaultPaymentWindow = 15 * time.Minute
+
+// MaxQuantity bounds the tickets of one type in one order.
+const MaxQuantity = 100
+
+// Reserve is the checkout: under the inventory locks of the ticket types it
+// reserves the items for a new order, gives the order the next order
+// number, and schedules its revoke for when the payment window closes. It
+// returns ErrSoldOut, and reserves nothing, when an item is not available.
+func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.Item) (*ledger.Order, error) {
+	if err := checkItems(orderID, items); err != nil {
+		return nil, fmt.Errorf("jobs: reserve: %w", err)
+	}
+	o := &ledger.Order{ID: orderID, Items: items, State: ledger.StateReserved, Created: time.Now().UTC()}
+	o.Updated = o.Created
+	lease, fences, err := s.inventory(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: reserve: %w", err)
+	}
+	defer s.release(ctx, lease)
+	avail := map[string]int64{}
+	for _, it := range items {
+		tt, n, err := s.Store.TicketType(ctx, it.TicketType)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: reserve: %w", err)
+		}
+		if _, seen := avail[it.TicketType]; !seen {
+			avail[it.TicketType] = n
+		}
+		if o.Currency == "" {
+			o.Currency = tt.Currency
+		} else if o.Currency != tt.Currency {
+			return nil, fmt.Errorf("jobs: reserve: ticket types in %s and %s in one order", o.Currency, tt.Currency)
+		}
+		avail[it.TicketType] -= it.Quantity
+		if avail[it.TicketType] < 0 {
+			return nil, fmt.Errorf("jobs: reserve %d of %s: %w", it.Quantity, it.TicketType, ErrSoldOut)
+		}
+		o.Amount += tt.Price * it.Quantity
+	}
+	if err := s.Store.Commit(ctx, fences, ledger.Change{Order: o, Available: avail}); err != nil {
+		return nil, fmt.Errorf("jobs: reserve: %w", err)
+	}
+	window := s.PaymentWindow
+	if window <= 0 {
+		window = DefaultPaymentWindow
+	}
+	task, err := NewTask(ctx, RevokeArgs{OrderID: o.ID}, asynq.ProcessIn(window))
+	if err == nil {
+		_, err = s.Client.EnqueueContext(ctx, task)
+	}
+	if err != nil {
+		return o, fmt.Errorf("jobs: reserve: order %s is reserved, but its revoke was not scheduled: %w", o.ID, err)
+	}
+	return o, nil
+}
+
+func checkItems(orderID string, items []ledger.Item) error {
+	if err := checkID("order_id", orderID); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return &middleware.PayloadError{Field: "items", Problem: "an order needs at least one item"}
+	}
+	for i, it := range items {
+		field := fmt.Sprintf("items[%d]", i)
+		if err := checkID(field+".ticket_type", it.TicketType); err != nil {
+			return err
+		}
+		if it.Quantity < 1 || it.Quantity > MaxQuantity {
+			return &middleware.PayloadError{Field: field + ".quantity", Problem: fmt.Sprintf("want 1 to %d", MaxQuantity)}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,319 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/turnstilehq/turnstile/jobs/gateway"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/middleware"
+)
+
+// A Service runs the shop's jobs over its ledger and payment gateway.
+type Service struct {
+	Store   *ledger.Store
+	Gateway gateway.Gateway
+	// Locker takes the inventory locks a job needs beyond the order lock
+	// the worker's guard holds. Nil runs without them (see NoLock).
+	Locker *lock.Locker
+	// Client enqueues the revokes of new orders and the refunds of late
+	// payments.
+	Client *asynq.Client
+	// PaymentWindow is how long a reserved order waits for its payment
+	// before it is revoked (default 15 minutes).
+	PaymentWindow time.Duration
+	// NoLock runs the jobs without any lock, to show what the locks
+	// prevent. Never in production.
+	NoLock bool
+	Logger *slog.Logger
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// errArchive marks a task that cannot succeed however often it runs.
+func errArchive(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, asynq.SkipRetry)...)
+}
+
+// load reads the order a task names; an unknown order is archived.
+func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, error) {
+	o, err := s.Store.Order(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, errArchive("%s: order %s does not exist", kind, id)
+	}
+	return o, err
+}
+
+// inventory takes the inventory locks of an order's ticket types, on top
+// of the order lock, and returns their fences with the order's. Locks are
+// always taken order first, then inventory, so jobs cannot deadlock.
+func (s *Service) inventory(ctx context.Context, o *ledger.Order) (*lock.Lease, []ledger.Fence, error) {
+	fences := orderFence(ctx, o.ID)
+	if s.NoLock || s.Locker == nil {
+		return nil, fences, nil
+	}
+	lease, err := s.Locker.Acquire(ctx, inventoryKeys(o)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("inventory of order %s: %w", o.ID, err)
+	}
+	for _, r := range lease.Resources() {
+		fences = append(fences, ledger.Fence{Resource: r.String(), Token: lease.Fence(r)})
+	}
+	return lease, fences, nil
+}
+
+func inventoryKeys(o *ledger.Order) []lock.Resource {
+	var rs []lock.Resource
+	for _, it := range o.Items {
+		rs = append(rs, inventoryKey(it.TicketType))
+	}
+	return rs
+}
+
+// orderFence is the order lock's fence from the guard's lease, if any.
+func orderFence(ctx context.Context, orderID string) []ledger.Fence {
+	lease := middleware.Lease(ctx)
+	if lease == nil {
+		return nil
+	}
+	r := orderKey(orderID)
+	return []ledger.Fence{{Resource: r.String(), Token: lease.Fence(r)}}
+}
+
+// release gives back an inventory lease taken inside a job.
+func (s *Service) release(ctx context.Context, lease *lock.Lease) {
+	if lease == nil {
+		return
+	}
+	if err := lease.Release(ctx); err != nil {
+		s.log().WarnContext(ctx, "release inventory lock", slog.Any("error", err))
+	}
+}
+
+// deliverAfterRelease sends the order's notifications once the job's locks
+// are gone.
+func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
+	middleware.AfterRelease(ctx, func(ctx context.Context) {
+		if _, err := s.Store.Deliver(ctx, orderID); err != nil {
+			s.log().WarnContext(ctx, "deliver notifications; the next job on the order retries", slog.String("order_id", orderID), slog.Any("error", err))
+		}
+	})
+}
+
+// availability reads the available count of each of an order's types.
+func (s *Service) availability(ctx context.Context, o *ledger.Order) (map[string]int64, error) {
+	avail := map[string]int64{}
+	for _, it := range o.Items {
+		if _, ok := avail[it.TicketType]; ok {
+			continue
+		}
+		_, n, err := s.Store.TicketType(ctx, it.TicketType)
+		if err != nil {
+			return nil, err
+		}
+		avail[it.TicketType] = n
+	}
+	return avail, nil
+}
+
+func note(o *ledger.Order, kind, suffix, text string) ledger.Notification {
+	id := o.ID + ":" + kind
+	if suffix != "" {
+		id += ":" + suffix
+	}
+	return ledger.Notification{ID: id, OrderID: o.ID, Kind: kind, Text: text, At: time.Now().UTC()}
+}
+
+func paidStates() []ledger.State {
+	return []ledger.State{ledger.StatePaid, ledger.StatePartiallyRefunded, ledger.StateRefunded}
+}
+
+// Confirm handles a payment webhook: a reserved order becomes paid and its
+// payment is captured once; a duplicate webhook is a no-op; a payment for
+// a revoked order re-reserves its tickets if they are still there and is
+// refunded otherwise.
+func (s *Service) Confirm(ctx context.Context, a ConfirmArgs) error {
+	o, err := s.load(ctx, KindConfirm, a.OrderID)
+	if err != nil {
+		return err
+	}
+	if a.Amount != o.Amount || a.Currency != o.Currency {
+		return errArchive("%s: order %s costs %d %s, the webhook says %d %s", KindConfirm, o.ID, o.Amount, o.Currency, a.Amount, a.Currency)
+	}
+	switch {
+	case slices.Contains(paidStates(), o.State):
+		s.log().InfoContext(ctx, "duplicate payment webhook: order already paid", slog.String("order_id", o.ID), slog.String("webhook_id", a.WebhookID))
+		return nil
+	case o.State == ledger.StateRevoked:
+		return s.confirmRevoked(ctx, o)
+	}
+	p, err := s.Gateway.Capture(ctx, "capture:"+o.ID, o.ID, o.Amount, o.Currency)
+	if err != nil {
+		return fmt.Errorf("%s: capture order %s: %w", KindConfirm, o.ID, err)
+	}
+	o.State, o.Paid, o.PaymentID, o.Updated = ledger.StatePaid, p.Amount, p.ID, time.Now().UTC()
+	err = s.Store.Commit(ctx, orderFence(ctx, o.ID), ledger.Change{
+		Order: o, Outbox: []ledger.Notification{note(o, "confirmed", "", "Your tickets are confirmed.")},
+	})
+	if err != nil {
+		return fmt.Errorf("%s: order %s: %w", KindConfirm, o.ID, err)
+	}
+	s.deliverAfterRelease(ctx, o.ID)
+	return nil
+}
+
+// confirmRevoked takes a payment that arrived after its order was revoked.
+func (s *Service) confirmRevoked(ctx context.Context, o *ledger.Order) error {
+	lease, fences, err := s.inventory(ctx, o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", KindConfirm, err)
+	}
+	defer s.release(ctx, lease)
+	avail, err := s.availability(ctx, o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", KindConfirm, err)
+	}
+	fits := true
+	for _, it := range o.Items {
+		avail[it.TicketType] -= it.Quantity
+		fits = fits && avail[it.TicketType] >= 0
+	}
+	p, err := s.Gateway.Capture(ctx, "capture:"+o.ID, o.ID, o.Amount, o.Currency)
+	if err != nil {
+		return fmt.Errorf("%s: capture order %s: %w", KindConfirm, o.ID, err)
+	}
+	o.Paid, o.PaymentID, o.Updated = p.Amount, p.ID, time.Now().UTC()
+	ch := ledger.Change{Order: o}
+	if fits {
+		o.State = ledger.StatePaid
+		ch.Available = avail
+		ch.Outbox = []ledger.Notification{note(o, "confirmed", "", "Your payment arrived late; your tickets are confirmed.")}
+	}
+	if err := s.Store.Commit(ctx, fences, ch); err != nil {
+		return fmt.Errorf("%s: order %s: %w", KindConfirm, o.ID, err)
+	}
+	if !fits {
+		// Sold out since: give the money back.
+		task, err := NewTask(ctx, RefundArgs{OrderID: o.ID, RefundID: "late-" + o.ID, Amount: o.Paid, Currency: o.Currency})
+		if err == nil {
+			_, err = s.Client.EnqueueContext(ctx, task)
+		}
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return fmt.Errorf("%s: order %s: enqueue the refund of a late payment: %w", KindConfirm, o.ID, err)
+		}
+		s.log().InfoContext(ctx, "late payment for a sold-out order: refund enqueued", slog.String("order_id", o.ID))
+	}
+	s.deliverAfterRelease(ctx, o.ID)
+	return nil
+}
+
+// Refund gives back part or all of an order's payment. A full refund voids
+// the tickets and returns them to inventory; the refund of a late payment
+// for a revoked order only returns the money.
+func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
+	o, err := s.load(ctx, KindRefund, a.OrderID)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(o.Refunds, a.RefundID) {
+		return nil // a retry of a refund already applied
+	}
+	late := o.State == ledger.StateRevoked
+	switch {
+	case !late && !slices.Contains([]ledger.State{ledger.StatePaid, ledger.StatePartiallyRefunded}, o.State):
+		return errArchive("%s: order %s is %s: only a paid order can be refunded", KindRefund, o.ID, o.State)
+	case a.Currency != o.Currency:
+		return errArchive("%s: order %s is in %s, not %s", KindRefund, o.ID, o.Currency, a.Currency)
+	case a.Amount > o.Paid-o.Refunded:
+		return errArchive("%s: order %s: refund of %d exceeds the %d paid and not yet refunded", KindRefund, o.ID, a.Amount, o.Paid-o.Refunded)
+	}
+	full := !late && o.Refunded+a.Amount == o.Paid
+	fences := orderFence(ctx, o.ID)
+	var avail map[string]int64
+	if full {
+		var lease *lock.Lease
+		lease, fences, err = s.inventory(ctx, o)
+		if err != nil {
+			return fmt.Errorf("%s: %w", KindRefund, err)
+		}
+		defer s.release(ctx, lease)
+		if avail, err = s.availability(ctx, o); err != nil {
+			return fmt.Errorf("%s: %w", KindRefund, err)
+		}
+		for _, it := range o.Items {
+			avail[it.TicketType] += it.Quantity
+		}
+	}
+	if _, err := s.Gateway.Refund(ctx, "refund:"+a.RefundID, o.ID, a.Amount, o.Currency); err != nil {
+		return fmt.Errorf("%s: refund order %s: %w", KindRefund, o.ID, err)
+	}
+	o.Refunded += a.Amount
+	o.Refunds = append(o.Refunds, a.RefundID)
+	o.Updated = time.Now().UTC()
+	kind := "refunded"
+	switch {
+	case late:
+		kind = "returned"
+	case full:
+		o.State = ledger.StateRefunded
+	default:
+		o.State = ledger.StatePartiallyRefunded
+	}
+	err = s.Store.Commit(ctx, fences, ledger.Change{
+		Order: o, Available: avail,
+		Outbox: []ledger.Notification{note(o, kind, a.RefundID, fmt.Sprintf("%d %s is on its way back to you.", a.Amount, a.Currency))},
+	})
+	if err != nil {
+		return fmt.Errorf("%s: order %s: %w", KindRefund, o.ID, err)
+	}
+	s.deliverAfterRelease(ctx, o.ID)
+	return nil
+}
+
+// Revoke revokes a reserved order whose payment did not arrive in time and
+// returns its tickets to inventory. A paid or already revoked order is left
+// as it is.
+func (s *Service) Revoke(ctx context.Context, a RevokeArgs) error {
+	o, err := s.load(ctx, KindRevoke, a.OrderID)
+	if err != nil {
+		return err
+	}
+	if o.State != ledger.StateReserved {
+		s.log().InfoContext(ctx, "revoke: order is not reserved, nothing to do", slog.String("order_id", o.ID), slog.String("state", string(o.State)))
+		return nil
+	}
+	lease, fences, err := s.inventory(ctx, o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", KindRevoke, err)
+	}
+	defer s.release(ctx, lease)
+	avail, err := s.availability(ctx, o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", KindRevoke, err)
+	}
+	for _, it := range o.Items {
+		avail[it.TicketType] += it.Quantity
+	}
+	o.State, o.Updated = ledger.StateRevoked, time.Now().UTC()
+	err = s.Store.Commit(ctx, fences, ledger.Change{
+		Order: o, Available: avail,
+		Outbox: []ledger.Notification{note(o, "revoked", "", "Your reservation expired.")},
+	})
+	if err != nil {
+		return fmt.Errorf("%s: order %s: %w", KindRevoke, o.ID, err)
+	}
+	s.deliverAfterRelease(ctx, o.ID)
+	return nil
+}
