@@ -27,6 +27,7 @@ type Metrics struct {
 	waitDuration metric.Float64Histogram
 	holdDuration metric.Float64Histogram
 	acquisitions metric.Int64Counter
+	contended    metric.Int64Counter
 	releases     metric.Int64Counter
 	losses       metric.Int64Counter
 	busyRetries  metric.Int64Counter
@@ -68,6 +69,7 @@ func NewMetrics(mp metric.MeterProvider) *Metrics {
 		waitDuration: seconds(MetricLockWaitDuration, "Time Acquire took, whatever its outcome."),
 		holdDuration: seconds(MetricLockHoldDuration, "Time from acquisition to release of a lease."),
 		acquisitions: count(MetricLockAcquisitions, "{acquisition}", "Acquire calls, by outcome: acquired, busy or error."),
+		contended:    count(MetricLockContended, "{acquisition}", "Acquire calls that found a resource held, whatever their outcome."),
 		releases:     count(MetricLockReleases, "{release}", "Release calls, by outcome: released, not_held (TTL too tight) or error."),
 		losses:       count(MetricLockLosses, "{lease}", "Leases that lost their resources before Release."),
 		busyRetries:  count(MetricTaskBusyRetries, "{task}", "Tasks given back to the queue because a lock was busy."),
@@ -107,6 +109,9 @@ func (m *Metrics) acquired(ctx context.Context, ev lock.AcquireEvent, outcome st
 	attrs := labels(ctx, ev.Resources, AttrOutcome.String(outcome))
 	m.waitDuration.Record(ctx, ev.Wait.Seconds(), attrs)
 	m.acquisitions.Add(ctx, 1, attrs)
+	if !ev.Contended.IsZero() {
+		m.contended.Add(ctx, 1, labels(ctx, ev.Resources))
+	}
 	if outcome == OutcomeAcquired {
 		m.held.Add(ctx, 1, labels(ctx, ev.Resources))
 	}

@@ -45,6 +45,9 @@ const (
 	MetricLockHoldDuration = "turnstile.lock.hold.duration"
 	// MetricLockAcquisitions counts Acquire calls by outcome.
 	MetricLockAcquisitions = "turnstile.lock.acquisitions"
+	// MetricLockContended counts Acquire calls that found a resource held,
+	// whatever their outcome: the contention on a kind of resource.
+	MetricLockContended = "turnstile.lock.contended"
 	// MetricLockReleases counts Release calls by outcome.
 	MetricLockReleases = "turnstile.lock.releases"
 	// MetricLockLosses counts leases lost before Release.

@@ -112,6 +112,8 @@ func TestLockObserver_Acquired(t *testing.T) {
 		rm := b.Collect(t)
 		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockAcquisitions),
 			AttrTaskType.String(testTask), AttrLockKind.String("order,ticket_type"), AttrOutcome.String(OutcomeBusy)))
+		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockContended),
+			AttrTaskType.String(testTask), AttrLockKind.String("order,ticket_type")), "found held: counted as contention")
 	})
 
 	t.Run("ErrorSetsStatus", func(t *testing.T) {
