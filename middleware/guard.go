@@ -76,6 +76,9 @@ type GuardConfig struct {
 	// SafetyNet is the retry delay of a parked task, which only matters
 	// when its wake-up is lost (default DefaultSafetyNet).
 	SafetyNet time.Duration
+	// RetryDelay is the delay before retrying a task that failed (default
+	// asynq.DefaultRetryDelayFunc); busy rounds use SafetyNet.
+	RetryDelay asynq.RetryDelayFunc
 	// Metrics counts busy rounds and waiting tasks; nil counts nothing.
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
@@ -108,6 +111,9 @@ type rule struct {
 func NewGuard(locker *lock.Locker, rdb redis.UniversalClient, cfg GuardConfig) *Guard {
 	cfg.SlotsPerKey = cmp.Or(cfg.SlotsPerKey, DefaultSlotsPerKey)
 	cfg.SafetyNet = cmp.Or(cfg.SafetyNet, DefaultSafetyNet)
+	if cfg.RetryDelay == nil {
+		cfg.RetryDelay = asynq.DefaultRetryDelayFunc
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

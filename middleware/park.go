@@ -93,7 +93,7 @@ func IsFailure(err error) bool { return !errors.Is(err, ErrBusy) && !errors.Is(e
 // RetryDelay is asynq.Config.RetryDelayFunc for a guarded worker: a parked
 // task waits the safety net, since a release wakes it; one turned away by
 // shutdown is due again at once, for another worker; other errors back
-// off as asynq does by default.
+// off as GuardConfig.RetryDelay says.
 func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	switch {
 	case errors.Is(err, ErrBusy):
@@ -101,7 +101,7 @@ func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	case errors.Is(err, ErrShutdown):
 		return time.Second
 	}
-	return asynq.DefaultRetryDelayFunc(n, err, t)
+	return g.cfg.RetryDelay(n, err, t)
 }
 
 // park records the busy round and parks the task, or archives it when it

@@ -38,6 +38,9 @@ type Params struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	Logger         *slog.Logger
+	// RetryDelay is the delay before retrying a failed task (default
+	// asynq's, which starts at 15 s and grows).
+	RetryDelay asynq.RetryDelayFunc
 }
 
 // A Worker is an asynq server whose task types run behind panic recovery,
@@ -79,6 +82,7 @@ func New(p Params) (*Worker, error) {
 	guard := middleware.NewGuard(locker, p.Redis, middleware.GuardConfig{
 		Queues:      queues,
 		Concurrency: cfg.Concurrency,
+		RetryDelay:  p.RetryDelay,
 		Metrics:     telemetry.NewMetrics(mp),
 		Logger:      log,
 	})
