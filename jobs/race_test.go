@@ -22,7 +22,7 @@ import (
 func racingShop(t *testing.T, noLock bool) *shop {
 	t.Helper()
 	s := newShop(t, redistest.Server(t).Client(t))
-	gw, err := gateway.NewSimulator(s.rdb, gateway.Config{Latency: 3 * time.Millisecond, Seed: 7})
+	gw, err := gateway.NewSimulator(s.rdb, gateway.Config{Latency: 10 * time.Millisecond, Seed: 7})
 	require.NoError(t, err)
 	s.gw, s.svc.Gateway, s.svc.NoLock = gw, gw, noLock
 	s.svc.PaymentWindow = time.Hour // revokes run when the test says
@@ -61,22 +61,27 @@ func (s *shop) enqueue(t *testing.T, a jobs.Args, opts ...asynq.Option) {
 		task, err = jobs.NewTask(t.Context(), a, opts...)
 	case jobs.RefundArgs:
 		task, err = jobs.NewTask(t.Context(), a, opts...)
+	case jobs.RevokeArgs:
+		task, err = jobs.NewTask(t.Context(), a, opts...)
 	}
 	require.NoError(t, err)
 	_, err = s.svc.Client.EnqueueContext(t.Context(), task)
 	require.NoError(t, err)
 }
 
-// paymentsRaceRevokes reserves orders, then enqueues for each two
-// payment webhooks and runs its scheduled revoke at once.
+// paymentsRaceRevokes reserves orders, then enqueues for each a payment
+// webhook (for every other order a duplicate too) and a revoke.
 func paymentsRaceRevokes(t *testing.T, s *shop) {
 	t.Helper()
-	for i := range 20 {
+	for i := range 40 {
 		o := s.reserve(t, fmt.Sprintf("o-%d", i), ledger.Item{TicketType: "floor", Quantity: 2})
-		for _, wh := range []string{"a", "b"} {
+		webhooks := []string{"a", "b"}[:1+i%2]
+		for _, wh := range webhooks {
 			s.enqueue(t, jobs.ConfirmArgs{OrderID: o.ID, WebhookID: o.ID + "-" + wh, Amount: o.Amount, Currency: o.Currency})
 		}
-		require.NoError(t, s.inspect.RunTask("default", "revoke:"+o.ID))
+		// The payment window closes as the payment arrives: the revoke goes
+		// right behind it in its queue, so the two run side by side.
+		s.enqueue(t, jobs.RevokeArgs{OrderID: o.ID}, asynq.Queue("critical"), asynq.TaskID("race-revoke:"+o.ID))
 	}
 	s.work(t)
 }
