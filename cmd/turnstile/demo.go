@@ -1,54 +1,172 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/turnstilehq/turnstile/jobs"
+	"github.com/turnstilehq/turnstile/jobs/gateway"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/telemetry"
+	"github.com/turnstilehq/turnstile/worker"
 )
 
-// demoPlan says what the demo will do once it exists. It must not claim more
-// than that: nothing here runs yet.
-const demoPlan = `turnstile demo is not built yet; it arrives in a later issue.
+const demoAbout = `Runs the shop on embedded Redis: a worker with the full middleware chain,
+and a generator of concurrent, conflicting orders, payments, duplicate
+webhooks, revokes, late payments and refunds. Ends with a summary and the
+invariant report; exits 1 if an invariant fails. -no-lock runs the same
+workload without locks, to show what they prevent.`
 
-When it lands, it will:
-  - start an embedded Redis (miniredis), so it needs no set-up,
-  - run a worker whose jobs take per-resource locks,
-  - generate concurrent, conflicting orders, payments, refunds and revokes,
-  - end with an invariant report: for every ticket type
-    sold + reserved + available == capacity, the gateway ledger matches the
-    order ledger, no order is both refunded and revoked.
-`
+type demoFlags struct {
+	orders, concurrency int
+	seed                uint64
+	redisURL            string
+	json, noLock        bool
+}
 
-// runDemo is "turnstile demo". For now it prints what the demo will do and
-// exits 0.
+// runDemo is "turnstile demo".
 func runDemo(c *cli, args []string) int {
-	stdout, stderr := c.stdout, c.stderr
 	fs := flag.NewFlagSet("turnstile demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below, to stdout or stderr
+	fs.SetOutput(io.Discard)
+	var f demoFlags
+	fs.IntVar(&f.orders, "orders", 1000, "orders to generate")
+	fs.IntVar(&f.concurrency, "concurrency", 16, "the worker's concurrency")
+	fs.Uint64Var(&f.seed, "seed", 1, "seeds the workload and the gateway's latency and failures")
+	fs.StringVar(&f.redisURL, "redis-url", "", "run against this Redis instead of an embedded one (keys get a per-run prefix; the asynq queues are shared)")
+	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&f.noLock, "no-lock", false, "run without locks, to show what they prevent")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			demoUsage(stdout, fs)
+			demoUsage(c.stdout, fs)
 			return exitOK
 		}
-		demoUsage(stderr, fs) // after flag's own one-line error
+		fmt.Fprintf(c.stderr, "turnstile demo: %v\n\n", err)
+		demoUsage(c.stderr, fs)
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "turnstile demo: unexpected arguments: %q\n", fs.Args())
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(c.stderr, "turnstile demo: unexpected arguments: %q\n", fs.Args())
+		return exitUsage
+	case f.orders < 1 || f.concurrency < 1:
+		fmt.Fprintln(c.stderr, "turnstile demo: -orders and -concurrency must be positive")
 		return exitUsage
 	}
-	if _, err := fmt.Fprint(stdout, demoPlan); err != nil {
-		fmt.Fprintf(stderr, "turnstile demo: %v\n", err)
+	summary, err := demo(c, f)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "turnstile demo: %v\n", err)
+		return exitError
+	}
+	if f.json {
+		b, err := json.Marshal(summary)
+		if err != nil {
+			fmt.Fprintf(c.stderr, "turnstile demo: %v\n", err)
+			return exitError
+		}
+		fmt.Fprintln(c.stdout, string(b))
+	} else {
+		summary.print(c.stdout)
+	}
+	if !summary.Report.OK {
 		return exitError
 	}
 	return exitOK
 }
 
-// demoUsage writes the help for "turnstile demo" and its flags.
 func demoUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprint(w, "Usage:\n\n\tturnstile demo\n\nRuns the demo on embedded Redis (not built yet).\n")
+	fmt.Fprintf(w, "Usage:\n\n\tturnstile demo [flags]\n\n%s\n\nFlags:\n\n", demoAbout)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
+}
+
+// demoRetryDelay retries a failed job soon: the demo's gateway fails on
+// purpose, and asynq's default waits 15 s and more.
+func demoRetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	return min(50*time.Millisecond<<min(n, 5), time.Second)
+}
+
+// demo sets the shop up, runs the workload and returns the summary.
+func demo(c *cli, f demoFlags) (*demoSummary, error) {
+	ctx := c.ctx
+	cfg := worker.DefaultConfig()
+	cfg.RedisURL, cfg.Concurrency, cfg.PollInterval = f.redisURL, f.concurrency, 10*time.Millisecond
+	cfg.ShutdownTimeout = 5 * time.Second
+	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	rdb, closeRedis, err := worker.OpenRedis(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = closeRedis() }()
+
+	// Metrics go to a reader the summary reads; spans nowhere.
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	tp := noop.NewTracerProvider()
+
+	prefix := "turnstile:demo:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
+	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: telemetry.LockObserver(tp, mp)})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = locker.Close() }()
+	gw, err := gateway.NewSimulator(rdb, gateway.Config{Prefix: prefix + "gateway:", Latency: 2 * time.Millisecond, FailureRate: 0.02, Seed: f.seed})
+	if err != nil {
+		return nil, err
+	}
+	svc := &jobs.Service{
+		Store: ledger.New(rdb, prefix+"ledger:"), Gateway: gw, Locker: locker,
+		Client: asynq.NewClientFromRedisClient(rdb), PaymentWindow: time.Hour, NoLock: f.noLock,
+	}
+	stats := newDemoStats()
+	w, err := worker.New(worker.Params{
+		Config: cfg, Redis: rdb, TaskTypes: stats.wrap(svc.TaskTypes()),
+		TracerProvider: tp, MeterProvider: mp, Logger: logger, RetryDelay: demoRetryDelay,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(); err != nil {
+		return nil, err
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		return w.Shutdown(sctx)
+	}
+	defer func() { _ = stop() }()
+
+	load := &demoLoad{svc: svc, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
+	progress := newProgress(c.stderr, stats, reader)
+	started := time.Now()
+	if err := load.run(ctx, f.orders, progress); err != nil {
+		return nil, err
+	}
+	if err := stop(); err != nil {
+		return nil, err
+	}
+	report, err := jobs.Check(ctx, svc.Store, gw)
+	if err != nil {
+		return nil, err
+	}
+	progress.done()
+	return newSummary(f, load, stats, reader, report, time.Since(started)), nil
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"go.uber.org/fx"
+
 	"github.com/turnstilehq/turnstile/worker"
 )
 
@@ -30,13 +32,14 @@ const (
 )
 
 // cli is what a command runs with: its context (ended by SIGINT or
-// SIGTERM), output streams, environment, and the task types this binary
-// serves and enqueues.
+// SIGTERM), output streams, environment, the task types it enqueues, and
+// what a worker serves.
 type cli struct {
 	ctx            context.Context
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	taskTypes      []worker.TaskType
+	serve          fx.Option
 }
 
 // command is one subcommand: its name, a one-line summary for the usage
@@ -49,14 +52,14 @@ type command struct {
 
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
-	{name: "demo", summary: "run the demo on embedded Redis (not built yet)", run: runDemo},
+	{name: "demo", summary: "run the shop on embedded Redis and check its invariants", run: runDemo},
 	{name: "worker", summary: "run a worker until SIGINT or SIGTERM", run: runWorker},
 	{name: "enqueue", summary: "check a payload and enqueue a task", run: runEnqueue},
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	c := &cli{ctx: ctx, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, taskTypes: taskTypes()}
+	c := &cli{ctx: ctx, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, taskTypes: taskTypes(), serve: serveShop()}
 	code := c.run(os.Args[1:])
 	stop()
 	os.Exit(code)

@@ -23,7 +23,6 @@ func TestRun(t *testing.T) {
 		{name: "HelpCommand", args: []string{"help"}, wantCode: exitOK, wantStdout: "demo"},
 		{name: "UnknownCommand", args: []string{"frobnicate"}, wantCode: exitUsage, wantStderr: `unknown command "frobnicate"`},
 		{name: "UnknownFlag", args: []string{"--nope"}, wantCode: exitUsage, wantStderr: "flag provided but not defined"},
-		{name: "Demo", args: []string{"demo"}, wantCode: exitOK, wantStdout: "invariant report"},
 		{name: "DemoHelp", args: []string{"demo", "-h"}, wantCode: exitOK, wantStdout: "turnstile demo"},
 		{name: "DemoExtraArgs", args: []string{"demo", "extra"}, wantCode: exitUsage, wantStderr: "unexpected arguments"},
 		{name: "WorkerHelp", args: []string{"worker", "-h"}, wantCode: exitOK, wantStdout: "TURNSTILE_POLL_INTERVAL"},

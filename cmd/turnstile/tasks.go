@@ -1,8 +1,45 @@
 package main
 
-import "github.com/turnstilehq/turnstile/worker"
+import (
+	"log/slog"
+	"time"
 
-// taskTypes are the task types this binary serves and enqueues. The jobs
-// package (payment confirmation, refund, revoke) adds its types here when
-// it lands; until then a worker serves none and says so at start.
-func taskTypes() []worker.TaskType { return nil }
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/fx"
+
+	"github.com/turnstilehq/turnstile/jobs"
+	"github.com/turnstilehq/turnstile/jobs/gateway"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/telemetry"
+	"github.com/turnstilehq/turnstile/worker"
+)
+
+// taskTypes are the task types this binary enqueues: their checks and
+// options, not their handlers.
+func taskTypes() []worker.TaskType { return (&jobs.Service{}).TaskTypes() }
+
+// serveShop gives a worker the shop's jobs, over the ledger and the
+// gateway simulator in the worker's own Redis, with a Locker for the
+// inventory locks the jobs take inside.
+func serveShop() fx.Option {
+	return worker.ProvideTaskTypes(func(lc fx.Lifecycle, rdb redis.UniversalClient, client *asynq.Client,
+		tel *telemetry.Providers, logger *slog.Logger,
+	) ([]worker.TaskType, error) {
+		locker, err := lock.New(rdb, lock.Config{
+			TTL: 5 * time.Second, Wait: 5 * time.Second,
+			Observer: telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider()),
+		})
+		if err != nil {
+			return nil, err
+		}
+		lc.Append(fx.StopHook(locker.Close)) // after the worker's, which was appended later
+		gw, err := gateway.NewSimulator(rdb, gateway.Config{Latency: 20 * time.Millisecond})
+		if err != nil {
+			return nil, err
+		}
+		svc := &jobs.Service{Store: ledger.New(rdb, ""), Gateway: gw, Locker: locker, Client: client, Logger: logger}
+		return svc.TaskTypes(), nil
+	})
+}

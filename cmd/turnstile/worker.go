@@ -13,7 +13,7 @@ import (
 	"github.com/turnstilehq/turnstile/worker"
 )
 
-// runWorker is "turnstile worker": a worker that serves c.taskTypes until
+// runWorker is "turnstile worker": a worker that serves c.serve until
 // c.ctx ends (SIGINT or SIGTERM), then shuts down gracefully.
 func runWorker(c *cli, args []string) int {
 	fs := flag.NewFlagSet("turnstile worker", flag.ContinueOnError)
@@ -26,9 +26,7 @@ func runWorker(c *cli, args []string) int {
 		return exitUsage
 	}
 	logger := cfg.NewLogger(c.stderr)
-	types := c.taskTypes
-	app := fx.New(worker.Options(cfg, logger,
-		worker.ProvideTaskTypes(func() []worker.TaskType { return types })))
+	app := fx.New(worker.Options(cfg, logger, c.serve))
 	if err := app.Start(c.ctx); err != nil {
 		logger.Error("worker did not start", slog.Any("error", err))
 		return exitError

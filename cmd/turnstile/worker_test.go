@@ -67,7 +67,10 @@ func TestWorkerAndEnqueue(t *testing.T) {
 	var logs syncBuffer
 	exited := make(chan int, 1)
 	go func() {
-		c := &cli{ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types}
+		c := &cli{
+			ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types,
+			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
+		}
 		exited <- c.run([]string{"worker"})
 	}()
 

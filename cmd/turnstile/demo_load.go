@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/turnstilehq/turnstile/jobs"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+)
+
+// demoTicketTypes are scarce: the orders ask for about twice what there is.
+func demoTicketTypes(orders int) []ledger.TicketType {
+	return []ledger.TicketType{
+		{ID: "gold", Name: "Gold circle", Capacity: int64(max(5, orders/15)), Price: 12_000, Currency: "EUR"},
+		{ID: "stand", Name: "Stand", Capacity: int64(max(10, orders/5)), Price: 6_500, Currency: "EUR"},
+		{ID: "floor", Name: "Floor", Capacity: int64(max(20, orders/2)), Price: 3_900, Currency: "EUR"},
+	}
+}
+
+// demoLoad generates the workload: checkouts racing for scarce tickets,
+// then payments racing revokes with duplicate webhooks, then refunds racing
+// refunds and payments that arrive after their order was revoked.
+type demoLoad struct {
+	svc     *jobs.Service
+	inspect *asynq.Inspector
+	rand    *rand.Rand
+	stats   *demoStats
+
+	mu                sync.Mutex
+	reserved, soldOut int
+	enqueued, refused int
+}
+
+func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
+	types := demoTicketTypes(orders)
+	for _, tt := range types {
+		if err := l.svc.Store.AddTicketType(ctx, tt); err != nil {
+			return err
+		}
+	}
+	p.phase("checkout")
+	ids, err := l.checkouts(ctx, orders, types)
+	if err != nil {
+		return err
+	}
+	p.phase("payments and revokes")
+	for _, id := range ids {
+		o, err := l.svc.Store.Order(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch r := l.rand.Float64(); {
+		case r < 0.15: // the payment window closes as the payment arrives
+			l.revokeNow(ctx, id)
+			l.pay(ctx, o, "a")
+		case r < 0.25: // never paid
+			l.revokeNow(ctx, id)
+		default:
+			l.pay(ctx, o, "a")
+			if l.rand.Float64() < 0.3 { // the gateway sends its webhook twice
+				l.pay(ctx, o, "b")
+			}
+		}
+	}
+	if err := l.idle(ctx, p); err != nil {
+		return err
+	}
+	p.phase("refunds and late payments")
+	for _, id := range ids {
+		o, err := l.svc.Store.Order(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case o.State == ledger.StatePaid && l.rand.Float64() < 0.35:
+			// Two refund requests race; together they may ask for too much.
+			l.refund(ctx, o, "r1", o.Amount/2)
+			second := o.Amount / 2
+			if l.rand.Float64() < 0.4 {
+				second = o.Amount
+			}
+			l.refund(ctx, o, "r2", second)
+		case o.State == ledger.StateRevoked && o.Paid == 0 && l.rand.Float64() < 0.3:
+			l.pay(ctx, o, "late")
+		}
+	}
+	return l.idle(ctx, p)
+}
+
+// checkouts reserves orders from 8 goroutines at once.
+func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketType) ([]string, error) {
+	type order struct {
+		id    string
+		items []ledger.Item
+	}
+	work := make(chan order)
+	go func() {
+		defer close(work)
+		for i := range n {
+			var items []ledger.Item
+			for _, tt := range types {
+				if l.rand.Float64() < 0.45 {
+					items = append(items, ledger.Item{TicketType: tt.ID, Quantity: 1 + l.rand.Int64N(3)})
+				}
+			}
+			if len(items) == 0 {
+				items = []ledger.Item{{TicketType: "floor", Quantity: 1}}
+			}
+			select {
+			case work <- order{fmt.Sprintf("o-%04d", i), items}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var (
+		wg   sync.WaitGroup
+		ids  []string
+		errs []error
+	)
+	for range 8 {
+		wg.Go(func() {
+			for o := range work {
+				_, err := l.svc.Reserve(ctx, o.id, o.items)
+				l.mu.Lock()
+				switch {
+				case err == nil:
+					l.reserved++
+					ids = append(ids, o.id)
+				case errors.Is(err, jobs.ErrSoldOut):
+					l.soldOut++
+				default:
+					errs = append(errs, err)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func (l *demoLoad) enqueue(ctx context.Context, task *asynq.Task, err error) {
+	if err == nil {
+		_, err = l.svc.Client.EnqueueContext(ctx, task)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.refused++ // a duplicate task ID, or a payload the API refuses
+		return
+	}
+	l.enqueued++
+}
+
+func (l *demoLoad) pay(ctx context.Context, o *ledger.Order, webhook string) {
+	task, err := jobs.NewTask(ctx, jobs.ConfirmArgs{OrderID: o.ID, WebhookID: o.ID + "-" + webhook, Amount: o.Amount, Currency: o.Currency})
+	l.enqueue(ctx, task, err)
+}
+
+func (l *demoLoad) refund(ctx context.Context, o *ledger.Order, req string, amount int64) {
+	task, err := jobs.NewTask(ctx, jobs.RefundArgs{OrderID: o.ID, RefundID: o.ID + "-" + req, Amount: amount, Currency: o.Currency})
+	l.enqueue(ctx, task, err)
+}
+
+// revokeNow runs the revoke the checkout scheduled for the end of the
+// payment window.
+func (l *demoLoad) revokeNow(_ context.Context, orderID string) {
+	err := l.inspect.RunTask("default", "revoke:"+orderID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.refused++
+		return
+	}
+	l.enqueued++
+}
+
+// idle waits until no task is pending, running or due for a retry.
+func (l *demoLoad) idle(ctx context.Context, p *progress) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy := 0
+		for _, q := range []string{"critical", "default", "low"} {
+			info, err := l.inspect.GetQueueInfo(q)
+			if err != nil {
+				continue // a queue nothing was enqueued to yet
+			}
+			busy += info.Pending + info.Active + info.Retry
+		}
+		p.update(ctx, l.total())
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+func (l *demoLoad) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.enqueued
+}
