@@ -23,6 +23,14 @@ type Report struct {
 	Violations  []Violation `json:"violations"`
 }
 
+// A Books is a Store that can also list everything, for Check.
+type Books interface {
+	Store
+	Orders(ctx context.Context) ([]string, error)
+	TicketTypes(ctx context.Context) ([]string, error)
+	Outbox(ctx context.Context) (map[string]ledger.Notification, map[string]int64, error)
+}
+
 // GatewayLedger is the gateway's side of the books: what it captured and
 // refunded per order.
 type GatewayLedger interface {
@@ -42,7 +50,7 @@ const (
 
 // Check compares the order ledger with itself and with the gateway's. Run
 // it when no job is running: it reads each record once, not a snapshot.
-func Check(ctx context.Context, store *ledger.Store, gw GatewayLedger) (Report, error) {
+func Check(ctx context.Context, store Books, gw GatewayLedger) (Report, error) {
 	var r Report
 	add := func(subject, rule, format string, args ...any) {
 		r.Violations = append(r.Violations, Violation{Subject: subject, Rule: rule, Detail: fmt.Sprintf(format, args...)})

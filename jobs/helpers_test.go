@@ -23,6 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // shop is a Service on its own Redis, with two ticket types.
 type shop struct {
 	svc     *jobs.Service
+	store   *ledger.Store
 	rdb     redis.UniversalClient
 	gw      *gateway.Simulator
 	locker  *lock.Locker
@@ -45,6 +46,7 @@ func newShop(t *testing.T, rdb redis.UniversalClient) *shop {
 	}
 	return &shop{
 		svc:     &jobs.Service{Store: store, Gateway: gw, Locker: locker, Client: asynq.NewClientFromRedisClient(rdb)},
+		store:   store,
 		rdb:     rdb,
 		gw:      gw,
 		locker:  locker,
@@ -102,7 +104,7 @@ func (s *shop) confirm(t *testing.T, o *ledger.Order, webhook string) error {
 
 func (s *shop) check(t *testing.T) jobs.Report {
 	t.Helper()
-	r, err := jobs.Check(t.Context(), s.svc.Store, s.gw)
+	r, err := jobs.Check(t.Context(), s.store, s.gw)
 	require.NoError(t, err)
 	return r
 }

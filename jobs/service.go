@@ -16,9 +16,19 @@ import (
 	"github.com/turnstilehq/turnstile/middleware"
 )
 
+// A Store is the order ledger the jobs read and write: ledger.Store in
+// Redis, or another with the same guarantees (Commit atomic, refusing a
+// stale fence with ledger.ErrStaleFence; Deliver once per notification).
+type Store interface {
+	Order(ctx context.Context, id string) (*ledger.Order, error)
+	TicketType(ctx context.Context, id string) (ledger.TicketType, int64, error)
+	Commit(ctx context.Context, fences []ledger.Fence, ch ledger.Change) error
+	Deliver(ctx context.Context, orderID string) (int, error)
+}
+
 // A Service runs the shop's jobs over its ledger and payment gateway.
 type Service struct {
-	Store   *ledger.Store
+	Store   Store
 	Gateway gateway.Gateway
 	// Locker takes the inventory locks a job needs beyond the order lock
 	// the worker's guard holds. Nil runs without them (see NoLock).

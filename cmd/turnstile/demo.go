@@ -127,8 +127,9 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	store := ledger.New(rdb, prefix+"ledger:")
 	svc := &jobs.Service{
-		Store: ledger.New(rdb, prefix+"ledger:"), Gateway: gw, Locker: locker,
+		Store: store, Gateway: gw, Locker: locker,
 		Client: asynq.NewClientFromRedisClient(rdb), PaymentWindow: time.Hour, NoLock: f.noLock,
 	}
 	stats := newDemoStats()
@@ -154,7 +155,7 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	}
 	defer func() { _ = stop() }()
 
-	load := &demoLoad{svc: svc, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
+	load := &demoLoad{svc: svc, store: store, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
 	progress := newProgress(c.stderr, stats, reader)
 	started := time.Now()
 	if err := load.run(ctx, f.orders, progress); err != nil {
@@ -163,7 +164,7 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	if err := stop(); err != nil {
 		return nil, err
 	}
-	report, err := jobs.Check(ctx, svc.Store, gw)
+	report, err := jobs.Check(ctx, store, gw)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ func demoTicketTypes(orders int) []ledger.TicketType {
 // refunds and payments that arrive after their order was revoked.
 type demoLoad struct {
 	svc     *jobs.Service
+	store   *ledger.Store
 	inspect *asynq.Inspector
 	rand    *rand.Rand
 	stats   *demoStats
@@ -41,7 +42,7 @@ type demoLoad struct {
 func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
 	types := demoTicketTypes(orders)
 	for _, tt := range types {
-		if err := l.svc.Store.AddTicketType(ctx, tt); err != nil {
+		if err := l.store.AddTicketType(ctx, tt); err != nil {
 			return err
 		}
 	}
