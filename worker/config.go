@@ -35,6 +35,7 @@ const (
 	DefaultLockWait        = time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultPollInterval    = 20 * time.Millisecond
+	DefaultAdminAddr       = "127.0.0.1:8090"
 	DefaultQueues          = "critical=6,default=3,low=1"
 )
 
@@ -73,6 +74,12 @@ type Config struct {
 	// MetricsAddr is the host:port serving Prometheus metrics. Empty turns
 	// the endpoint off.
 	MetricsAddr string
+	// AdminAddr is the host:port of the admin HTTP server (default
+	// DefaultAdminAddr, loopback only). Empty turns it off.
+	AdminAddr string
+	// AdminToken guards the admin routes that change something; empty
+	// refuses them. A secret: String and LogValue hide it.
+	AdminToken string
 }
 
 // DefaultConfig returns the configuration used where neither an environment
@@ -84,6 +91,7 @@ func DefaultConfig() Config {
 		LockTTL:         DefaultLockTTL,
 		LockWait:        DefaultLockWait,
 		PollInterval:    DefaultPollInterval,
+		AdminAddr:       DefaultAdminAddr,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        slog.LevelInfo,
 		LogFormat:       LogFormatText,
@@ -126,7 +134,7 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // configVar is a ConfigVar with the code that reads, checks and prints it.
 type configVar struct {
 	ConfigVar
-	secret bool                            // redact the value as a Redis URL
+	redact func(string) string             // hides a secret in an error; nil: not secret
 	parse  func(c *Config, s string) error // syntax only
 	check  func(c Config) error            // range, also for hand-built Configs
 	format func(c Config) string           // the value as it would be written
@@ -158,7 +166,7 @@ func configVars() []configVar {
 				Usage: "Redis for jobs and locks: redis://[user:pass@]host:6379/0, rediss:// (TLS), " +
 					"redis-sentinel://[user:pass@]h1:26379,h2:26379/master, redis-cluster://[user:pass@]h1:6379,h2:6379",
 			},
-			secret: true,
+			redact: RedactRedisURL,
 			parse:  func(c *Config, s string) error { c.RedisURL = s; return nil },
 			check: func(c Config) error {
 				_, err := parseRedisURL(c.RedisURL)
@@ -273,6 +281,35 @@ func configVars() []configVar {
 		},
 		{
 			ConfigVar: ConfigVar{
+				Env: "TURNSTILE_ADMIN_ADDR", Flag: "admin-addr", Default: DefaultAdminAddr,
+				Usage: "host:port of the admin HTTP server (locks, enqueue API, /metrics, health); empty: off",
+			},
+			parse:  func(c *Config, s string) error { c.AdminAddr = s; return nil },
+			check:  func(c Config) error { return checkAddr(c.AdminAddr) },
+			format: func(c Config) string { return c.AdminAddr },
+		},
+		{
+			ConfigVar: ConfigVar{
+				Env: "TURNSTILE_ADMIN_TOKEN", Flag: "admin-token", Default: "empty: changes refused",
+				Usage: "bearer token for the admin routes that change something (force-release, enqueue)",
+			},
+			redact: func(string) string { return "***" },
+			parse:  func(c *Config, s string) error { c.AdminToken = s; return nil },
+			check: func(c Config) error {
+				if c.AdminToken != "" && len(c.AdminToken) < 16 {
+					return errors.New("want at least 16 characters")
+				}
+				return nil
+			},
+			format: func(c Config) string {
+				if c.AdminToken == "" {
+					return ""
+				}
+				return "***"
+			},
+		},
+		{
+			ConfigVar: ConfigVar{
 				Env: "TURNSTILE_METRICS_ADDR", Flag: "metrics-addr", Default: "empty: off",
 				Usage: "host:port serving Prometheus /metrics, e.g. 127.0.0.1:9090",
 			},
@@ -363,8 +400,8 @@ func LoadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (Co
 		}
 		if err != nil {
 			value := s
-			if v.secret {
-				value = RedactRedisURL(s)
+			if v.redact != nil {
+				value = v.redact(s)
 			}
 			return Config{}, &ConfigError{Env: v.Env, Flag: v.Flag, FromFlag: fromFlag, Value: value, Err: err}
 		}

@@ -112,6 +112,14 @@ var settings = []struct {
 		func(c Config) any { return c.LogFormat }, LogFormatJSON, LogFormatText,
 	},
 	{
+		"TURNSTILE_ADMIN_ADDR", "admin-addr", "127.0.0.1:9190", "[::1]:9191",
+		func(c Config) any { return c.AdminAddr }, "127.0.0.1:9190", "[::1]:9191",
+	},
+	{
+		"TURNSTILE_ADMIN_TOKEN", "admin-token", "env-token-0123456789", "flag-token-0123456789",
+		func(c Config) any { return c.AdminToken }, "env-token-0123456789", "flag-token-0123456789",
+	},
+	{
 		"TURNSTILE_METRICS_ADDR", "metrics-addr", "127.0.0.1:9090", ":9091",
 		func(c Config) any { return c.MetricsAddr }, "127.0.0.1:9090", ":9091",
 	},
@@ -421,4 +429,19 @@ func TestConfig_NewLogger(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestConfig_AdminTokenNeverPrinted(t *testing.T) {
+	t.Parallel()
+	const secret = "tok-abcdefghijklmnop"
+	cfg, err := LoadConfig(nil, nil, env(map[string]string{"TURNSTILE_ADMIN_TOKEN": secret}))
+	require.NoError(t, err)
+	require.Equal(t, secret, cfg.AdminToken)
+	require.NotContains(t, cfg.String(), secret)
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", slog.Any("config", cfg))
+	require.NotContains(t, buf.String(), secret)
+	_, err = LoadConfig(nil, nil, env(map[string]string{"TURNSTILE_ADMIN_TOKEN": "short-secret"}))
+	require.ErrorContains(t, err, "TURNSTILE_ADMIN_TOKEN")
+	require.NotContains(t, err.Error(), "short-secret", "a refused token is not printed either")
 }
