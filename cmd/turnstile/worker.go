@@ -26,7 +26,7 @@ func runWorker(c *cli, args []string) int {
 		return exitUsage
 	}
 	logger := cfg.NewLogger(c.stderr)
-	app := fx.New(worker.Options(cfg, logger, c.serve))
+	app := fx.New(worker.Options(cfg, logger, c.serve, serveAdmin()))
 	if err := app.Start(c.ctx); err != nil {
 		logger.Error("worker did not start", slog.Any("error", err))
 		return exitError

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +59,12 @@ func itemType(handler asynq.HandlerFunc) worker.TaskType {
 func TestWorkerAndEnqueue(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Server(t)
-	env := map[string]string{"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms"}
+	adminAddr := freeAddr(t)
+	const token = "test-admin-token-0123"
+	env := map[string]string{
+		"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms",
+		"TURNSTILE_ADMIN_ADDR": adminAddr, "TURNSTILE_ADMIN_TOKEN": token,
+	}
 	getenv := func(k string) string { return env[k] }
 	ran := make(chan string, 1)
 	types := []worker.TaskType{itemType(func(_ context.Context, t *asynq.Task) error {
@@ -107,6 +116,25 @@ func TestWorkerAndEnqueue(t *testing.T) {
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, stderr, "known types: test:item")
 
+	// What a service in another language does: enqueue over HTTP, then see
+	// the task done and no lock left.
+	var apiAnswer string
+	require.Eventually(t, func() bool {
+		code, body := httpDo(t, http.MethodPost, "http://"+adminAddr+"/api/v1/tasks/test:item", token, `{"item":"http"}`)
+		apiAnswer = body
+		return code == http.StatusCreated
+	}, 10*time.Second, 50*time.Millisecond, "the admin API did not enqueue: %s", apiAnswer)
+	select {
+	case got := <-ran:
+		require.JSONEq(t, `{"item":"http"}`, got)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the worker did not run the task enqueued over HTTP; its log:\n%s", logs.String())
+	}
+	require.Eventually(t, func() bool {
+		code, body := httpDo(t, http.MethodGet, "http://"+adminAddr+"/api/v1/locks", "", "")
+		return code == http.StatusOK && strings.Contains(body, `"locks":[]`)
+	}, 10*time.Second, 50*time.Millisecond, "a lock outlived its task")
+
 	stop()
 	select {
 	case code := <-exited:
@@ -115,4 +143,29 @@ func TestWorkerAndEnqueue(t *testing.T) {
 		t.Fatal("the worker did not stop")
 	}
 	require.Contains(t, logs.String(), "worker starting")
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func httpDo(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
 }
