@@ -131,6 +131,8 @@ func (s *Server) Handler() http.Handler {
 	if s.deps.Metrics != nil {
 		mux.Handle("GET /metrics", s.deps.Metrics)
 	}
+	mux.HandleFunc("GET /locks/{$}", s.locks)
+	mux.HandleFunc("GET /locks/style.css", s.locksStyle)
 	mux.HandleFunc("GET /api/v1/locks", s.listLocks)
 	mux.HandleFunc("GET /api/v1/locks/{resource...}", s.getLock)
 	mux.HandleFunc("DELETE /api/v1/locks/{resource...}", s.mutating(s.forceRelease))

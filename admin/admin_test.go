@@ -245,3 +245,35 @@ func TestNew_WarnsWhenExposedWithoutToken(t *testing.T) {
 		require.Equal(t, loud, strings.Contains(logs.String(), "WITHOUT A TOKEN"), addr)
 	}
 }
+
+func TestLocksPage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, admin.Config{}, nil)
+	code, body := f.do(t, http.MethodGet, "/locks/", "", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "No lock is held")
+
+	owned, err := f.locker.With(lock.Options{TTL: time.Minute, Owner: "payment:refund/t-<b>42</b>"})
+	require.NoError(t, err)
+	lease, err := owned.Acquire(t.Context(), lock.Key("order", "o-7"))
+	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL+"/locks/", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	body = string(b)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'")
+	require.Equal(t, "DENY", resp.Header.Get("X-Frame-Options"))
+	require.Contains(t, body, "order:o-7")
+	require.Contains(t, body, "payment:refund")
+	require.Contains(t, body, "t-&lt;b&gt;42&lt;/b&gt;", "owners are escaped")
+	require.NotContains(t, body, "<script", "the page runs no script")
+	require.NotContains(t, body, lease.Token())
+	code, css := f.do(t, http.MethodGet, "/locks/style.css", "", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, css, "table")
+}
