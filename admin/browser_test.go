@@ -42,7 +42,7 @@ func headless(t *testing.T, bin string, args ...string) string {
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir=" + t.TempDir(),
 	}, args...)
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // G204: bin is the chromium found on PATH, args are ours.
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	require.NoError(t, cmd.Run(), "chromium: %s", stderr.String())
@@ -69,7 +69,7 @@ func TestBrowser_LocksPage(t *testing.T) {
 	require.NoError(t, err)
 	shot := filepath.Join(dir, "locks.png")
 	headless(t, bin, "--window-size=1100,500", "--screenshot="+shot, url)
-	b, err := os.ReadFile(shot)
+	b, err := os.ReadFile(shot) //nolint:gosec // G304: the file the browser just wrote in our temp dir.
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")), "not a PNG")
 	t.Logf("screenshot of the locks page: %s", shot)
