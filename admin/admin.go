@@ -26,6 +26,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -63,6 +65,9 @@ type Deps struct {
 	// Ready reports whether the process can do its work (Redis reachable,
 	// worker started); /readyz answers 503 with its error.
 	Ready func(context.Context) error
+	// Dashboard, when set, serves the asynq dashboard (asynqmon) at
+	// /dashboard/ on connections of its own made from it.
+	Dashboard asynq.RedisConnOpt
 	// TracerProvider records forced releases as spans (default the otel
 	// global).
 	TracerProvider trace.TracerProvider
@@ -71,11 +76,13 @@ type Deps struct {
 
 // Server is the admin HTTP server.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	limiter *limiter
-	http    *http.Server
+	cfg       Config
+	deps      Deps
+	log       *slog.Logger
+	limiter   *limiter
+	http      *http.Server
+	dashboard *asynqmon.HTTPHandler
+	handler   http.Handler
 }
 
 // New returns a Server. It logs loudly when Addr is beyond loopback and no
@@ -99,9 +106,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			slog.String("addr", cfg.Addr))
 	}
 	s := &Server{cfg: cfg, deps: deps, log: log, limiter: newLimiter(cfg.EnqueueRate)}
+	if deps.Dashboard != nil {
+		s.dashboard = newDashboard(deps.Dashboard, cfg.Token)
+	}
+	s.handler = s.routes()
 	s.http = &http.Server{
 		Addr:              cfg.Addr,
-		Handler:           s.Handler(),
+		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -124,7 +135,9 @@ func loopback(addr string) bool {
 }
 
 // Handler returns the routes.
-func (s *Server) Handler() http.Handler {
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /readyz", s.ready)
@@ -137,6 +150,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/locks/{resource...}", s.getLock)
 	mux.HandleFunc("DELETE /api/v1/locks/{resource...}", s.mutating(s.forceRelease))
 	mux.HandleFunc("POST /api/v1/tasks/{type}", s.mutating(s.enqueue))
+	if s.dashboard != nil {
+		mux.Handle(dashboardPath+"/", s.guardDashboard(s.dashboard))
+	}
 	return mux
 }
 
@@ -157,10 +173,14 @@ func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 	return ln, nil
 }
 
-// Shutdown stops accepting requests and waits, until ctx ends, for those
-// in flight.
+// Shutdown stops accepting requests, waits, until ctx ends, for those in
+// flight, and closes the dashboard's connections.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.http.Shutdown(ctx); err != nil {
+	err := s.http.Shutdown(ctx)
+	if s.dashboard != nil {
+		err = errors.Join(err, s.dashboard.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("admin: shutdown: %w", err)
 	}
 	return nil

@@ -53,7 +53,7 @@ var noteType = worker.TaskType{
 
 func newFixture(t *testing.T, cfg admin.Config, ready func(context.Context) error) *fixture {
 	t.Helper()
-	_, rdb := redistest.MiniClient(t)
+	mr, rdb := redistest.MiniClient(t)
 	locker, err := lock.New(rdb, lock.Config{TTL: time.Minute})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, locker.Close()) })
@@ -61,13 +61,16 @@ func newFixture(t *testing.T, cfg admin.Config, ready func(context.Context) erro
 	require.NoError(t, err)
 	var logs bytes.Buffer
 	s, err := admin.New(cfg, admin.Deps{
-		Locker: locker, Producer: producer, Ready: ready,
+		Locker: locker, Producer: producer, Ready: ready, Dashboard: asynq.RedisClientOpt{Addr: mr.Addr()},
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "turnstile_up 1\n") }),
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	require.NoError(t, err)
 	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		srv.Close()
+		require.NoError(t, s.Shutdown(context.Background())) // closes the dashboard's connections
+	})
 	return &fixture{srv: srv, rdb: rdb, locker: locker, inspect: asynq.NewInspectorFromRedisClient(rdb), logs: &logs}
 }
 
@@ -276,4 +279,30 @@ func TestLocksPage(t *testing.T) {
 	code, css := f.do(t, http.MethodGet, "/locks/style.css", "", "")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, css, "table")
+}
+
+func TestDashboard(t *testing.T) {
+	t.Parallel()
+	open := newFixture(t, admin.Config{}, nil)
+	_, err := asynq.NewClientFromRedisClient(open.rdb).Enqueue(asynq.NewTask("test:note", []byte(`{"text":"x"}`)))
+	require.NoError(t, err)
+	code, body := open.do(t, http.MethodGet, "/dashboard/", "", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "<html")
+	code, body = open.do(t, http.MethodGet, "/dashboard/api/queues", "", "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"default"`)
+	code, _ = open.do(t, http.MethodPost, "/dashboard/api/queues/default:pause", "", "")
+	require.GreaterOrEqual(t, code, 400, "without a token the dashboard is read-only")
+
+	guarded := newFixture(t, admin.Config{Token: token}, nil)
+	code, _ = guarded.do(t, http.MethodGet, "/dashboard/", "", "")
+	require.Equal(t, http.StatusUnauthorized, code)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, guarded.srv.URL+"/dashboard/", nil)
+	require.NoError(t, err)
+	req.SetBasicAuth("ops", token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a browser sends the token as the Basic auth password")
 }

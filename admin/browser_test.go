@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/admin"
@@ -73,4 +74,24 @@ func TestBrowser_LocksPage(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")), "not a PNG")
 	t.Logf("screenshot of the locks page: %s", shot)
+}
+
+// The asynq dashboard, loaded in a real browser, shows the queues.
+func TestBrowser_Dashboard(t *testing.T) {
+	t.Parallel()
+	bin := chromium(t)
+	f := newFixture(t, admin.Config{}, nil)
+	_, err := asynq.NewClientFromRedisClient(f.rdb).Enqueue(asynq.NewTask("test:note", []byte(`{"text":"x"}`)), asynq.Queue("payments-browser"))
+	require.NoError(t, err)
+	url := f.srv.URL + "/dashboard/"
+	// The dashboard is a script that fetches the queues after load: give it
+	// virtual time to render them.
+	dom := headless(t, bin, "--virtual-time-budget=15000", "--dump-dom", url)
+	require.Contains(t, dom, "payments-browser", "the dashboard lists the queues")
+
+	dir, err := os.MkdirTemp("", "turnstile-browser-")
+	require.NoError(t, err)
+	shot := filepath.Join(dir, "dashboard.png")
+	headless(t, bin, "--virtual-time-budget=15000", "--window-size=1280,800", "--screenshot="+shot, url)
+	t.Logf("screenshot of the dashboard: %s", shot)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 
@@ -22,7 +23,7 @@ func serveAdmin() fx.Option {
 			return nil
 		}
 		srv, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Token: cfg.AdminToken}, admin.Deps{
-			Locker: w.Locker(), Producer: producer, Metrics: tel.MetricsHandler(),
+			Locker: w.Locker(), Producer: producer, Metrics: tel.MetricsHandler(), Dashboard: dashboardConn(rdb),
 			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			TracerProvider: tel.TracerProvider(), Logger: logger,
 		})
@@ -48,4 +49,30 @@ func serveAdmin() fx.Option {
 		})
 		return nil
 	})
+}
+
+// connOpt makes the dashboard clients of its own with the options of the
+// worker's client: asynqmon closes what it is given, and the worker's
+// client must outlive it.
+type connOpt struct{ rdb redis.UniversalClient }
+
+// MakeRedisClient implements asynq.RedisConnOpt.
+func (o connOpt) MakeRedisClient() any {
+	switch c := o.rdb.(type) {
+	case *redis.Client: // single node and Sentinel (its dialer asks the sentinels)
+		return redis.NewClient(c.Options())
+	case *redis.ClusterClient:
+		return redis.NewClusterClient(c.Options())
+	}
+	return nil
+}
+
+// dashboardConn is nil, and the dashboard off, for a client of a kind the
+// dashboard cannot copy.
+func dashboardConn(rdb redis.UniversalClient) asynq.RedisConnOpt {
+	switch rdb.(type) {
+	case *redis.Client, *redis.ClusterClient:
+		return connOpt{rdb}
+	}
+	return nil
 }

@@ -135,6 +135,9 @@ func TestWorkerAndEnqueue(t *testing.T) {
 		return code == http.StatusOK && strings.Contains(body, `"locks":[]`)
 	}, 10*time.Second, 50*time.Millisecond, "a lock outlived its task")
 
+	code, body := httpDo(t, http.MethodGet, "http://"+adminAddr+"/dashboard/api/queues", "", "")
+	require.Equal(t, http.StatusUnauthorized, code, "with a token, the dashboard needs it: %s", body)
+
 	stop()
 	select {
 	case code := <-exited:
