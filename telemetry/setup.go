@@ -45,6 +45,7 @@ type Config struct {
 // Providers holds the tracer and meter providers Setup built. Pass them to
 // middleware.Tracing and LockObserver; call Shutdown before exit.
 type Providers struct {
+	registry       *prometheus.Registry
 	tracerProvider *sdktrace.TracerProvider
 	meterProvider  *sdkmetric.MeterProvider
 	metricsHandler http.Handler
@@ -105,6 +106,7 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 	}
 
 	p := &Providers{
+		registry:        registry,
 		metricsHandler:  promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
 		tracesExporter:  "none",
 		metricsExporter: "none",
@@ -180,6 +182,15 @@ func (p *Providers) MeterProvider() metric.MeterProvider { return p.meterProvide
 // Prometheus way: turnstile.lock.wait.duration in seconds becomes
 // turnstile_lock_wait_duration_seconds, counters gain "_total".
 func (p *Providers) MetricsHandler() http.Handler { return p.metricsHandler }
+
+// Register adds a Prometheus collector to what MetricsHandler serves, such
+// as a QueueCollector.
+func (p *Providers) Register(c prometheus.Collector) error {
+	if err := p.registry.Register(c); err != nil {
+		return fmt.Errorf("telemetry: register collector: %w", err)
+	}
+	return nil
+}
 
 // Shutdown flushes pending spans and metrics and shuts both providers down.
 // ctx bounds the flush; on expiry, what was not exported is lost and the

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -21,7 +23,9 @@ import (
 // Redis client (closed last), telemetry providers, the Worker (started
 // and stopped with the app), an asynq Client and Inspector on the same
 // Redis, and a Producer of the served task types. Contribute task types
-// with ProvideTaskTypes. With Config.MetricsAddr set it serves /metrics.
+// with ProvideTaskTypes. The telemetry's /metrics handler carries asynq's
+// queue metrics for the served queues; with Config.MetricsAddr set it is
+// served there.
 var Module = fx.Module("worker",
 	fx.Provide(
 		provideRedis,
@@ -32,8 +36,19 @@ var Module = fx.Module("worker",
 		provideProducer,
 	),
 	fx.Invoke(func(*Worker) {}),
+	fx.Invoke(registerQueueMetrics),
 	fx.Invoke(serveMetrics),
 )
+
+// queueMetricsTTL is how stale the queue metrics may be: asynq's
+// GetQueueInfo is too expensive to run on every scrape.
+const queueMetricsTTL = 10 * time.Second
+
+// registerQueueMetrics adds asynq's queue metrics, for the served queues,
+// to /metrics.
+func registerQueueMetrics(cfg Config, inspect *asynq.Inspector, tel *telemetry.Providers) error {
+	return tel.Register(telemetry.NewQueueCollector(inspect, slices.Sorted(maps.Keys(cfg.Queues)), queueMetricsTTL))
+}
 
 // ProvideTaskTypes contributes the task types that constructor returns
 // (a func returning []TaskType, or []TaskType and an error, with any

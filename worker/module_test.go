@@ -95,6 +95,7 @@ func TestOptions_RunsGuardedTasks(t *testing.T) {
 	metrics := get(t, "http://"+cfg.MetricsAddr+"/metrics")
 	require.Contains(t, metrics, `turnstile_lock_acquisitions_total{`)
 	require.Contains(t, metrics, `turnstile_task_type="test:item"`)
+	require.Contains(t, metrics, `asynq_tasks_processed_total{queue="default"}`, "asynq's queue metrics")
 	require.NotContains(t, metrics, `item:a`, "a raw lock key in a label")
 
 	_, err := producer.Enqueue(t.Context(), "test:item", []byte(`{}`))
