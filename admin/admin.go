@@ -65,6 +65,9 @@ type Deps struct {
 	// Ready reports whether the process can do its work (Redis reachable,
 	// worker started); /readyz answers 503 with its error.
 	Ready func(context.Context) error
+	// Tracker, when set, feeds the locks page's recent activity; give it
+	// to the Lockers as an Observer (lock.Observers).
+	Tracker *Tracker
 	// Dashboard, when set, serves the asynq dashboard (asynqmon) at
 	// /dashboard/ on connections of its own made from it.
 	Dashboard asynq.RedisConnOpt

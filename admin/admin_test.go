@@ -54,7 +54,8 @@ var noteType = worker.TaskType{
 func newFixture(t *testing.T, cfg admin.Config, ready func(context.Context) error) *fixture {
 	t.Helper()
 	mr, rdb := redistest.MiniClient(t)
-	locker, err := lock.New(rdb, lock.Config{TTL: time.Minute})
+	tracker := admin.NewTracker()
+	locker, err := lock.New(rdb, lock.Config{TTL: time.Minute, Observer: tracker})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, locker.Close()) })
 	producer, err := worker.NewProducer(asynq.NewClientFromRedisClient(rdb), nil, noteType)
@@ -62,6 +63,7 @@ func newFixture(t *testing.T, cfg admin.Config, ready func(context.Context) erro
 	var logs bytes.Buffer
 	s, err := admin.New(cfg, admin.Deps{
 		Locker: locker, Producer: producer, Ready: ready, Dashboard: asynq.RedisClientOpt{Addr: mr.Addr()},
+		Tracker: tracker,
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "turnstile_up 1\n") }),
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 	})
@@ -275,6 +277,7 @@ func TestLocksPage(t *testing.T) {
 	require.Contains(t, body, "payment:refund")
 	require.Contains(t, body, "t-&lt;b&gt;42&lt;/b&gt;", "owners are escaped")
 	require.NotContains(t, body, "<script", "the page runs no script")
+	require.Contains(t, body, "<svg", "the activity chart")
 	require.NotContains(t, body, lease.Token())
 	code, css := f.do(t, http.MethodGet, "/locks/style.css", "", "")
 	require.Equal(t, http.StatusOK, code)

@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -60,13 +61,20 @@ func (s *Server) locks(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	data := struct {
+		Locks    []pageLock
+		More     bool
+		At       string
+		Activity *Activity
+		Chart    *chart
+	}{Locks: rows, More: more, At: time.Now().UTC().Format(time.TimeOnly)}
+	if s.deps.Tracker != nil {
+		a := s.deps.Tracker.Activity(10)
+		data.Activity, data.Chart = &a, newChart(a.Points)
+	}
 	htmlHeaders(w)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	err := locksPage.Execute(w, struct {
-		Locks []pageLock
-		More  bool
-		At    string
-	}{rows, more, time.Now().UTC().Format(time.TimeOnly)})
+	err := locksPage.Execute(w, data)
 	if err != nil {
 		s.log.WarnContext(r.Context(), "locks page", slog.Any("error", err))
 	}
@@ -77,4 +85,46 @@ func (s *Server) locksStyle(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "max-age=300")
 	_, _ = w.Write(locksCSS)
+}
+
+// chart is the activity chart, drawn as inline SVG: a bar per bucket for
+// the contended acquisitions, a line for the mean wait.
+type chart struct {
+	Width, Height int
+	Bars          []bar
+	Line          string // polyline points
+	MaxContended  int
+	MaxWait       string
+}
+
+type bar struct {
+	X, Y, W, H int
+	Title      string
+}
+
+func newChart(points []Point) *chart {
+	const width, height = 600, 120
+	c := &chart{Width: width, Height: height, MaxContended: 1}
+	var maxWait time.Duration
+	for _, p := range points {
+		c.MaxContended = max(c.MaxContended, p.Contended)
+		maxWait = max(maxWait, p.MeanWait)
+	}
+	c.MaxWait = maxWait.Round(time.Millisecond).String()
+	step := width / max(len(points), 1)
+	var line []string
+	for i, p := range points {
+		h := p.Contended * (height - 10) / c.MaxContended
+		c.Bars = append(c.Bars, bar{
+			X: i * step, Y: height - h, W: max(step-1, 1), H: h,
+			Title: p.Start.UTC().Format(time.TimeOnly) + ": " + strconv.Itoa(p.Contended) + " contended, mean wait " + p.MeanWait.Round(time.Microsecond).String(),
+		})
+		y := height
+		if maxWait > 0 {
+			y = height - int(int64(height-10)*int64(p.MeanWait)/int64(maxWait))
+		}
+		line = append(line, strconv.Itoa(i*step+step/2)+","+strconv.Itoa(y))
+	}
+	c.Line = strings.Join(line, " ")
+	return c
 }

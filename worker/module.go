@@ -16,6 +16,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/turnstilehq/turnstile/lock"
 	"github.com/turnstilehq/turnstile/telemetry"
 )
 
@@ -112,13 +113,15 @@ type workerIn struct {
 	Telemetry *telemetry.Providers
 	Logger    *slog.Logger
 	TaskTypes []TaskType `group:"turnstile.task_types"`
+	// LockObserver is optional: provide one to watch the worker's locks.
+	LockObserver lock.Observer `optional:"true"`
 }
 
 func provideWorker(in workerIn) (*Worker, error) {
 	w, err := New(Params{
 		Config: in.Config, Redis: in.Redis, TaskTypes: in.TaskTypes,
 		TracerProvider: in.Telemetry.TracerProvider(), MeterProvider: in.Telemetry.MeterProvider(),
-		Logger: in.Logger,
+		Logger: in.Logger, LockObserver: in.LockObserver,
 	})
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ type Params struct {
 	// RetryDelay is the delay before retrying a failed task (default
 	// asynq's, which starts at 15 s and grows).
 	RetryDelay asynq.RetryDelayFunc
+	// LockObserver, when set, is told about the worker's lock events as
+	// well as telemetry, e.g. an admin.Tracker.
+	LockObserver lock.Observer
 }
 
 // A Worker is an asynq server whose task types run behind panic recovery,
@@ -74,7 +77,11 @@ func New(p Params) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	locker, err := lock.New(p.Redis, lock.Config{TTL: cfg.LockTTL, Observer: telemetry.LockObserver(tp, mp)})
+	observer := telemetry.LockObserver(tp, mp)
+	if p.LockObserver != nil {
+		observer = lock.Observers(observer, p.LockObserver)
+	}
+	locker, err := lock.New(p.Redis, lock.Config{TTL: cfg.LockTTL, Observer: observer})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 
+	"github.com/turnstilehq/turnstile/admin"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
@@ -25,11 +26,11 @@ func taskTypes() []worker.TaskType { return (&jobs.Service{}).TaskTypes() }
 // inventory locks the jobs take inside.
 func serveShop() fx.Option {
 	return worker.ProvideTaskTypes(func(lc fx.Lifecycle, rdb redis.UniversalClient, client *asynq.Client,
-		tel *telemetry.Providers, logger *slog.Logger,
+		tel *telemetry.Providers, tracker *admin.Tracker, logger *slog.Logger,
 	) ([]worker.TaskType, error) {
 		locker, err := lock.New(rdb, lock.Config{
 			TTL: 5 * time.Second, Wait: 5 * time.Second,
-			Observer: telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider()),
+			Observer: lock.Observers(telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider()), tracker),
 		})
 		if err != nil {
 			return nil, err
