@@ -55,6 +55,7 @@ var commands = []command{
 	{name: "demo", summary: "run the shop on embedded Redis and check its invariants", run: runDemo},
 	{name: "worker", summary: "run a worker until SIGINT or SIGTERM", run: runWorker},
 	{name: "enqueue", summary: "check a payload and enqueue a task", run: runEnqueue},
+	{name: "admin", summary: "run the admin server alone against a Redis URL", run: runAdmin},
 }
 
 func main() {

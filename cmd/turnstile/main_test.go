@@ -28,6 +28,8 @@ func TestRun(t *testing.T) {
 		{name: "WorkerHelp", args: []string{"worker", "-h"}, wantCode: exitOK, wantStdout: "TURNSTILE_POLL_INTERVAL"},
 		{name: "WorkerBadValue", args: []string{"worker", "-concurrency", "0"}, wantCode: exitUsage, wantStderr: "TURNSTILE_CONCURRENCY"},
 		{name: "WorkerExtraArgs", args: []string{"worker", "extra"}, wantCode: exitUsage, wantStderr: "unexpected arguments"},
+		{name: "AdminHelp", args: []string{"admin", "-h"}, wantCode: exitOK, wantStdout: "TURNSTILE_ADMIN_TOKEN"},
+		{name: "AdminNeedsRedis", args: []string{"admin"}, wantCode: exitUsage, wantStderr: "TURNSTILE_REDIS_URL"},
 		{name: "EnqueueHelp", args: []string{"enqueue", "-h"}, wantCode: exitOK, wantStdout: "-task-id"},
 		{name: "EnqueueNoType", args: []string{"enqueue", "-json", "{}"}, wantCode: exitUsage, wantStderr: "want one task type"},
 		{name: "EnqueueNeedsRedis", args: []string{"enqueue", "x:y", "-json", "{}"}, wantCode: exitUsage, wantStderr: "TURNSTILE_REDIS_URL"},
