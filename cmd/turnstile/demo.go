@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/turnstilehq/turnstile/admin"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
@@ -33,8 +35,8 @@ workload without locks, to show what they prevent.`
 type demoFlags struct {
 	orders, concurrency int
 	seed                uint64
-	redisURL            string
-	json, noLock        bool
+	redisURL, adminAddr string
+	json, noLock, serve bool
 }
 
 // runDemo is "turnstile demo".
@@ -48,6 +50,8 @@ func runDemo(c *cli, args []string) int {
 	fs.StringVar(&f.redisURL, "redis-url", "", "run against this Redis instead of an embedded one (keys get a per-run prefix; the asynq queues are shared)")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object")
 	fs.BoolVar(&f.noLock, "no-lock", false, "run without locks, to show what they prevent")
+	fs.StringVar(&f.adminAddr, "admin-addr", worker.DefaultAdminAddr, "serve the admin pages (locks, dashboard) here during the run; empty: off")
+	fs.BoolVar(&f.serve, "serve", false, "after the summary, keep the admin pages up until interrupted")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			demoUsage(c.stdout, fs)
@@ -65,20 +69,23 @@ func runDemo(c *cli, args []string) int {
 		fmt.Fprintln(c.stderr, "turnstile demo: -orders and -concurrency must be positive")
 		return exitUsage
 	}
-	summary, err := demo(c, f)
+	var summary *demoSummary
+	err := demo(c, f, func(s *demoSummary) error {
+		summary = s
+		if !f.json {
+			s.print(c.stdout)
+			return nil
+		}
+		b, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(c.stdout, string(b))
+		return err
+	})
 	if err != nil {
 		fmt.Fprintf(c.stderr, "turnstile demo: %v\n", err)
 		return exitError
-	}
-	if f.json {
-		b, err := json.Marshal(summary)
-		if err != nil {
-			fmt.Fprintf(c.stderr, "turnstile demo: %v\n", err)
-			return exitError
-		}
-		fmt.Fprintln(c.stdout, string(b))
-	} else {
-		summary.print(c.stdout)
 	}
 	if !summary.Report.OK {
 		return exitError
@@ -98,8 +105,10 @@ func demoRetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 	return min(50*time.Millisecond<<min(n, 5), time.Second)
 }
 
-// demo sets the shop up, runs the workload and returns the summary.
-func demo(c *cli, f demoFlags) (*demoSummary, error) {
+// demo sets the shop up, runs the workload and hands the summary to
+// report while the admin pages and Redis are still up (with -serve, until
+// interrupted).
+func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 	ctx := c.ctx
 	cfg := worker.DefaultConfig()
 	cfg.RedisURL, cfg.Concurrency, cfg.PollInterval = f.redisURL, f.concurrency, 10*time.Millisecond
@@ -107,7 +116,7 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	rdb, closeRedis, err := worker.OpenRedis(ctx, cfg, logger)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = closeRedis() }()
 
@@ -118,14 +127,16 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	tp := noop.NewTracerProvider()
 
 	prefix := "turnstile:demo:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
-	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: telemetry.LockObserver(tp, mp)})
+	tracker := admin.NewTracker()
+	observer := lock.Observers(telemetry.LockObserver(tp, mp), tracker)
+	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: observer})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = locker.Close() }()
 	gw, err := gateway.NewSimulator(rdb, gateway.Config{Prefix: prefix + "gateway:", Latency: 2 * time.Millisecond, FailureRate: 0.02, Seed: f.seed})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	store := ledger.New(rdb, prefix+"ledger:")
 	svc := &jobs.Service{
@@ -135,13 +146,13 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	stats := newDemoStats()
 	w, err := worker.New(worker.Params{
 		Config: cfg, Redis: rdb, TaskTypes: stats.wrap(svc.TaskTypes()),
-		TracerProvider: tp, MeterProvider: mp, Logger: logger, RetryDelay: demoRetryDelay,
+		TracerProvider: tp, MeterProvider: mp, Logger: logger, RetryDelay: demoRetryDelay, LockObserver: tracker,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := w.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	stopped := false
 	stop := func() error {
@@ -155,19 +166,59 @@ func demo(c *cli, f demoFlags) (*demoSummary, error) {
 	}
 	defer func() { _ = stop() }()
 
+	if f.adminAddr != "" {
+		producer, err := worker.NewProducer(svc.Client, tp, svc.TaskTypes()...)
+		if err != nil {
+			return err
+		}
+		stopAdmin := demoAdmin(ctx, c, f.adminAddr, admin.Deps{
+			Locker: w.Locker(), Producer: producer, Tracker: tracker, Dashboard: dashboardConn(rdb),
+			Ready: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, TracerProvider: tp, Logger: logger,
+		})
+		defer stopAdmin(f.serve)
+	}
 	load := &demoLoad{svc: svc, store: store, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
 	progress := newProgress(c.stderr, stats, reader)
 	started := time.Now()
 	if err := load.run(ctx, f.orders, progress); err != nil {
-		return nil, err
+		return err
 	}
 	if err := stop(); err != nil {
-		return nil, err
+		return err
 	}
-	report, err := jobs.Check(ctx, store, gw)
+	checked, err := jobs.Check(ctx, store, gw)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	progress.done()
-	return newSummary(f, load, stats, reader, report, time.Since(started)), nil
+	return report(newSummary(f, load, stats, reader, checked, time.Since(started)))
+}
+
+// demoAdmin serves the admin pages during the run. A port in use only
+// costs the pages: the demo goes on and says so. The returned func stops
+// the server, after waiting for an interrupt when hold is set.
+func demoAdmin(ctx context.Context, c *cli, addr string, deps admin.Deps) func(hold bool) {
+	srv, err := admin.New(admin.Config{Addr: addr}, deps)
+	var ln net.Listener
+	if err == nil {
+		ln, err = srv.Listen(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "demo: admin pages off: %v\n", err)
+		return func(bool) {}
+	}
+	fmt.Fprintf(c.stderr, "demo: locks at http://%s/locks/, dashboard at http://%s/dashboard/\n", ln.Addr(), ln.Addr())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	return func(hold bool) {
+		if hold {
+			fmt.Fprintln(c.stderr, "demo: serving the admin pages until interrupted (ctrl-C)")
+			<-ctx.Done()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		if err := errors.Join(srv.Shutdown(sctx), <-served); err != nil {
+			fmt.Fprintf(c.stderr, "demo: admin pages: %v\n", err)
+		}
+	}
 }

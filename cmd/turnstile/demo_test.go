@@ -12,7 +12,7 @@ func runDemoJSON(t *testing.T, args ...string) (int, demoSummary) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
-	code := c.run(append([]string{"demo", "-json"}, args...))
+	code := c.run(append([]string{"demo", "-json", "-admin-addr="}, args...))
 	var s demoSummary
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &s), "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
 	return code, s
