@@ -279,6 +279,16 @@ func TestLocksPage(t *testing.T) {
 	require.NotContains(t, body, "<script", "the page runs no script")
 	require.Contains(t, body, "<svg", "the activity chart")
 	require.NotContains(t, body, lease.Token())
+	guarded, err := f.locker.With(lock.Options{TTL: time.Minute, Owner: middleware.Owner{
+		TaskType: "payment:confirm", TaskID: "confirm:wh-9", Worker: "host-b:7", Since: time.Now().Add(-1500 * time.Millisecond),
+	}.String()})
+	require.NoError(t, err)
+	_, err = guarded.Acquire(t.Context(), lock.Key("order", "o-8"))
+	require.NoError(t, err)
+	_, body = f.do(t, http.MethodGet, "/locks/", "", "")
+	require.Contains(t, body, "host-b:7", "the worker that holds it")
+	require.Contains(t, body, "confirm:wh-9")
+	require.Regexp(t, `>1\.[5-9]\d*s<`, body, "how long it has been held")
 	code, css := f.do(t, http.MethodGet, "/locks/style.css", "", "")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, css, "table")

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/middleware"
 	"github.com/turnstilehq/turnstile/telemetry"
 )
 
@@ -23,13 +24,23 @@ const scopeName = "github.com/turnstilehq/turnstile/admin"
 type lockJSON struct {
 	Resource string  `json:"resource"`
 	Owner    string  `json:"owner"`
+	TaskType string  `json:"task_type,omitempty"`
+	TaskID   string  `json:"task_id,omitempty"`
+	Worker   string  `json:"worker,omitempty"`
+	HeldMs   float64 `json:"held_ms,omitempty"`
 	TTLms    float64 `json:"ttl_ms"`
 	Fence    int64   `json:"fence"`
 }
 
 func toJSON(h lock.Holding) lockJSON {
-	return lockJSON{Resource: h.Resource, Owner: h.Owner, TTLms: float64(h.TTL) / float64(time.Millisecond), Fence: h.Fence}
+	j := lockJSON{Resource: h.Resource, Owner: h.Owner, TTLms: ms(h.TTL), Fence: h.Fence}
+	if o := middleware.ParseOwner(h.Owner); o.Worker != "" {
+		j.TaskType, j.TaskID, j.Worker, j.HeldMs = o.TaskType, o.TaskID, o.Worker, ms(time.Since(o.Since))
+	}
+	return j
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // listLocks is GET /api/v1/locks?cursor=C&count=N: a page of held locks
 // and the cursor of the next (0 at the end), read with SCAN.

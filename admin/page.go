@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/turnstilehq/turnstile/middleware"
 )
 
 // pageLimit bounds the locks one page shows; the API pages further.
@@ -22,9 +24,9 @@ var locksCSS []byte
 var locksPage = template.Must(template.New("locks").Parse(locksHTML))
 
 type pageLock struct {
-	Resource, TaskType, TaskID string
-	TTL                        string
-	Fence                      int64
+	Resource, TaskType, TaskID, Worker string
+	Held, TTL                          string
+	Fence                              int64
 }
 
 // htmlHeaders are the security headers of every HTML page: no script at
@@ -53,8 +55,15 @@ func (s *Server) locks(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, h := range hs {
-			typ, id, _ := strings.Cut(h.Owner, "/")
-			rows = append(rows, pageLock{Resource: h.Resource, TaskType: typ, TaskID: id, TTL: h.TTL.Round(time.Millisecond).String(), Fence: h.Fence})
+			o := middleware.ParseOwner(h.Owner)
+			held := ""
+			if !o.Since.IsZero() {
+				held = time.Since(o.Since).Round(time.Millisecond).String()
+			}
+			rows = append(rows, pageLock{
+				Resource: h.Resource, TaskType: o.TaskType, TaskID: o.TaskID, Worker: o.Worker,
+				Held: held, TTL: h.TTL.Round(time.Millisecond).String(), Fence: h.Fence,
+			})
 		}
 		if cursor = next; cursor == 0 || len(rows) >= pageLimit {
 			more = cursor != 0

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,7 +186,7 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	}
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
-	owner := strings.ReplaceAll(t.Type()+"/"+id, "|", "/")
+	owner := Owner{TaskType: t.Type(), TaskID: id, Worker: thisWorker, Since: time.Now()}.String()
 
 	lease, err := g.acquire(ctx, r, resources, owner, queue)
 	if busy, ok := errors.AsType[*lock.BusyError](err); ok {

@@ -108,10 +108,7 @@ func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 // has been busy too often or too long. The returned error is the task's
 // last error in asynq: it names the key's kind, the holder and its TTL.
 func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id string, busy *lock.BusyError) error {
-	holder := busy.Owner
-	if holder == "" {
-		holder = "unknown"
-	}
+	holder := describe(busy.Owner)
 	what := fmt.Sprintf("%s: %s lock busy for %s, held by %s", t.Type(), busy.Resource.Kind(), busy.TTL.Round(time.Millisecond), holder)
 	now := time.Now()
 	v, err := parkScript.Run(ctx, g.rdb, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
