@@ -32,26 +32,21 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 	}
 	o := &ledger.Order{ID: orderID, Items: items, State: ledger.StateReserved, Created: time.Now().UTC()}
 	o.Updated = o.Created
-	lease, fences, err := s.inventory(ctx, o)
+	lease, fences, avail, err := s.inventory(ctx, o, -1)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	defer s.release(ctx, lease)
-	avail := map[string]int64{}
 	for _, it := range items {
-		tt, n, err := s.Store.TicketType(ctx, it.TicketType)
+		tt, _, err := s.Store.TicketType(ctx, it.TicketType)
 		if err != nil {
 			return nil, fmt.Errorf("jobs: reserve: %w", err)
-		}
-		if _, seen := avail[it.TicketType]; !seen {
-			avail[it.TicketType] = n
 		}
 		if o.Currency == "" {
 			o.Currency = tt.Currency
 		} else if o.Currency != tt.Currency {
 			return nil, fmt.Errorf("jobs: reserve: ticket types in %s and %s in one order", o.Currency, tt.Currency)
 		}
-		avail[it.TicketType] -= it.Quantity
 		if avail[it.TicketType] < 0 {
 			return nil, fmt.Errorf("jobs: reserve %d of %s: %w", it.Quantity, it.TicketType, ErrSoldOut)
 		}

@@ -67,21 +67,36 @@ func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, err
 }
 
 // inventory takes the inventory locks of an order's ticket types, on top
-// of the order lock, and returns their fences with the order's. Locks are
-// always taken order first, then inventory, so jobs cannot deadlock.
-func (s *Service) inventory(ctx context.Context, o *ledger.Order) (*lock.Lease, []ledger.Fence, error) {
+// of the order lock, reads their availability and moves the order's
+// tickets by sign (+1 back to inventory, -1 out of it). It returns the
+// lease to release, the fences of both locks, and the new availability.
+// Locks are always taken order first, then inventory, so jobs cannot
+// deadlock.
+func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*lock.Lease, []ledger.Fence, map[string]int64, error) {
 	fences := orderFence(ctx, o.ID)
-	if s.NoLock || s.Locker == nil {
-		return nil, fences, nil
+	var lease *lock.Lease
+	if !s.NoLock && s.Locker != nil {
+		var err error
+		if lease, err = s.Locker.Acquire(ctx, inventoryKeys(o)...); err != nil {
+			return nil, nil, nil, fmt.Errorf("inventory of order %s: %w", o.ID, err)
+		}
+		for _, r := range lease.Resources() {
+			fences = append(fences, ledger.Fence{Resource: r.String(), Token: lease.Fence(r)})
+		}
 	}
-	lease, err := s.Locker.Acquire(ctx, inventoryKeys(o)...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("inventory of order %s: %w", o.ID, err)
+	avail := map[string]int64{}
+	for _, it := range o.Items {
+		if _, ok := avail[it.TicketType]; !ok {
+			_, n, err := s.Store.TicketType(ctx, it.TicketType)
+			if err != nil {
+				s.release(ctx, lease)
+				return nil, nil, nil, err
+			}
+			avail[it.TicketType] = n
+		}
+		avail[it.TicketType] += sign * it.Quantity
 	}
-	for _, r := range lease.Resources() {
-		fences = append(fences, ledger.Fence{Resource: r.String(), Token: lease.Fence(r)})
-	}
-	return lease, fences, nil
+	return lease, fences, avail, nil
 }
 
 func inventoryKeys(o *ledger.Order) []lock.Resource {
@@ -120,22 +135,6 @@ func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
 			s.log().WarnContext(ctx, "deliver notifications; the next job on the order retries", slog.String("order_id", orderID), slog.Any("error", err))
 		}
 	})
-}
-
-// availability reads the available count of each of an order's types.
-func (s *Service) availability(ctx context.Context, o *ledger.Order) (map[string]int64, error) {
-	avail := map[string]int64{}
-	for _, it := range o.Items {
-		if _, ok := avail[it.TicketType]; ok {
-			continue
-		}
-		_, n, err := s.Store.TicketType(ctx, it.TicketType)
-		if err != nil {
-			return nil, err
-		}
-		avail[it.TicketType] = n
-	}
-	return avail, nil
 }
 
 func note(o *ledger.Order, kind, suffix, text string) ledger.Notification {
@@ -186,19 +185,14 @@ func (s *Service) Confirm(ctx context.Context, a ConfirmArgs) error {
 
 // confirmRevoked takes a payment that arrived after its order was revoked.
 func (s *Service) confirmRevoked(ctx context.Context, o *ledger.Order) error {
-	lease, fences, err := s.inventory(ctx, o)
+	lease, fences, avail, err := s.inventory(ctx, o, -1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", KindConfirm, err)
 	}
 	defer s.release(ctx, lease)
-	avail, err := s.availability(ctx, o)
-	if err != nil {
-		return fmt.Errorf("%s: %w", KindConfirm, err)
-	}
 	fits := true
-	for _, it := range o.Items {
-		avail[it.TicketType] -= it.Quantity
-		fits = fits && avail[it.TicketType] >= 0
+	for _, n := range avail {
+		fits = fits && n >= 0
 	}
 	p, err := s.Gateway.Capture(ctx, "capture:"+o.ID, o.ID, o.Amount, o.Currency)
 	if err != nil {
@@ -254,17 +248,11 @@ func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
 	var avail map[string]int64
 	if full {
 		var lease *lock.Lease
-		lease, fences, err = s.inventory(ctx, o)
+		lease, fences, avail, err = s.inventory(ctx, o, +1)
 		if err != nil {
 			return fmt.Errorf("%s: %w", KindRefund, err)
 		}
 		defer s.release(ctx, lease)
-		if avail, err = s.availability(ctx, o); err != nil {
-			return fmt.Errorf("%s: %w", KindRefund, err)
-		}
-		for _, it := range o.Items {
-			avail[it.TicketType] += it.Quantity
-		}
 	}
 	if _, err := s.Gateway.Refund(ctx, "refund:"+a.RefundID, o.ID, a.Amount, o.Currency); err != nil {
 		return fmt.Errorf("%s: refund order %s: %w", KindRefund, o.ID, err)
@@ -304,18 +292,11 @@ func (s *Service) Revoke(ctx context.Context, a RevokeArgs) error {
 		s.log().InfoContext(ctx, "revoke: order is not reserved, nothing to do", slog.String("order_id", o.ID), slog.String("state", string(o.State)))
 		return nil
 	}
-	lease, fences, err := s.inventory(ctx, o)
+	lease, fences, avail, err := s.inventory(ctx, o, +1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", KindRevoke, err)
 	}
 	defer s.release(ctx, lease)
-	avail, err := s.availability(ctx, o)
-	if err != nil {
-		return fmt.Errorf("%s: %w", KindRevoke, err)
-	}
-	for _, it := range o.Items {
-		avail[it.TicketType] += it.Quantity
-	}
 	o.State, o.Updated = ledger.StateRevoked, time.Now().UTC()
 	err = s.Store.Commit(ctx, fences, ledger.Change{
 		Order: o, Available: avail,
