@@ -65,6 +65,8 @@ type Deps struct {
 	// Ready reports whether the process can do its work (Redis reachable,
 	// worker started); /readyz answers 503 with its error.
 	Ready func(context.Context) error
+	// Inspector, when set, serves GET /api/v1/tasks/{queue}/{id}.
+	Inspector *asynq.Inspector
 	// Tracker, when set, feeds the locks page's recent activity; give it
 	// to the Lockers as an Observer (lock.Observers).
 	Tracker *Tracker
@@ -153,6 +155,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/locks/{resource...}", s.getLock)
 	mux.HandleFunc("DELETE /api/v1/locks/{resource...}", s.mutating(s.forceRelease))
 	mux.HandleFunc("POST /api/v1/tasks/{type}", s.mutating(s.enqueue))
+	if s.deps.Inspector != nil {
+		mux.HandleFunc("GET /api/v1/tasks/{queue}/{id}", s.task)
+	}
 	if s.dashboard != nil {
 		mux.Handle(dashboardPath+"/", s.guardDashboard(s.dashboard))
 	}

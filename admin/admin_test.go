@@ -63,7 +63,7 @@ func newFixture(t *testing.T, cfg admin.Config, ready func(context.Context) erro
 	var logs bytes.Buffer
 	s, err := admin.New(cfg, admin.Deps{
 		Locker: locker, Producer: producer, Ready: ready, Dashboard: asynq.RedisClientOpt{Addr: mr.Addr()},
-		Tracker: tracker,
+		Tracker: tracker, Inspector: asynq.NewInspectorFromRedisClient(rdb),
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "turnstile_up 1\n") }),
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 	})
@@ -211,6 +211,12 @@ func TestEnqueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "test:note", info.Type)
 	require.NotContains(t, f.logs.String(), "4111", "payloads never reach the log")
+	code, body = f.do(t, http.MethodGet, "/api/v1/tasks/default/"+got.TaskID, "", "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"state":"pending"`)
+	require.NotContains(t, body, "4111", "the task API shows no payload")
+	code, _ = f.do(t, http.MethodGet, "/api/v1/tasks/default/nope", "", "")
+	require.Equal(t, http.StatusNotFound, code)
 
 	code, body = post("test:note", token, `{"text":"once"}`, "Idempotency-Key", "req-42")
 	require.Equal(t, http.StatusCreated, code, body)

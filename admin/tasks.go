@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -46,7 +47,9 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "the body must be the task's JSON payload", Fields: map[string]string{"(body)": "not JSON"}})
 		return
 	}
-	var opts []asynq.Option
+	// Kept an hour once done, so that GET /api/v1/tasks/{queue}/{id} can
+	// tell the caller it completed.
+	opts := []asynq.Option{asynq.Retention(retention)}
 	key := r.Header.Get("Idempotency-Key")
 	var id string
 	if key != "" {
@@ -71,4 +74,38 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.log.ErrorContext(r.Context(), "enqueue through the admin API", slog.String("task_type", typ), slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, "enqueue failed; retry later")
 	}
+}
+
+// retention is how long a task enqueued through the API is kept once done.
+const retention = time.Hour
+
+// taskJSON is a task's state in the API.
+type taskJSON struct {
+	TaskID      string     `json:"task_id"`
+	Type        string     `json:"type"`
+	Queue       string     `json:"queue"`
+	State       string     `json:"state"`
+	Retried     int        `json:"retried"`
+	LastError   string     `json:"last_error,omitempty"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+}
+
+// task is GET /api/v1/tasks/{queue}/{id}: where a task stands. Its
+// payload is not shown: it may hold card data.
+func (s *Server) task(w http.ResponseWriter, r *http.Request) {
+	info, err := s.deps.Inspector.GetTaskInfo(r.PathValue("queue"), r.PathValue("id"))
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		writeError(w, http.StatusNotFound, "no such task (a task done without retention is not kept)")
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "read task", slog.Any("error", err))
+		writeError(w, http.StatusServiceUnavailable, "read task failed; retry later")
+		return
+	}
+	t := taskJSON{TaskID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State.String(), Retried: info.Retried, LastError: info.LastErr}
+	if !info.CompletedAt.IsZero() {
+		t.CompletedAt = &info.CompletedAt
+	}
+	writeJSON(w, http.StatusOK, t)
 }

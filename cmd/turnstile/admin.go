@@ -24,7 +24,7 @@ func serveAdmin() fx.Option {
 	)
 }
 
-func mountAdmin(lc fx.Lifecycle, cfg worker.Config, w *worker.Worker, producer *worker.Producer,
+func mountAdmin(lc fx.Lifecycle, cfg worker.Config, w *worker.Worker, producer *worker.Producer, inspect *asynq.Inspector,
 	tel *telemetry.Providers, rdb redis.UniversalClient, tracker *admin.Tracker, logger *slog.Logger,
 ) error {
 	if cfg.AdminAddr == "" {
@@ -32,7 +32,7 @@ func mountAdmin(lc fx.Lifecycle, cfg worker.Config, w *worker.Worker, producer *
 	}
 	srv, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Token: cfg.AdminToken}, admin.Deps{
 		Locker: w.Locker(), Producer: producer, Metrics: tel.MetricsHandler(), Dashboard: dashboardConn(rdb),
-		Tracker:        tracker,
+		Tracker: tracker, Inspector: inspect,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		TracerProvider: tel.TracerProvider(), Logger: logger,
 	})

@@ -83,6 +83,7 @@ func serveAdminAlone(ctx context.Context, cfg worker.Config, types []worker.Task
 	}
 	srv, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Token: cfg.AdminToken}, admin.Deps{
 		Locker: locker, Producer: producer, Metrics: tel.MetricsHandler(), Dashboard: dashboardConn(rdb),
+		Inspector:      asynq.NewInspectorFromRedisClient(rdb),
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		TracerProvider: tel.TracerProvider(), Logger: logger,
 	})
