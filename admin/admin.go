@@ -6,7 +6,7 @@
 //	srv, err := admin.New(admin.Config{Token: os.Getenv("TURNSTILE_ADMIN_TOKEN")}, admin.Deps{
 //		Locker: locker, Producer: producer, Metrics: tel.MetricsHandler(), Ready: ready,
 //	})
-//	go srv.Serve(ln)
+//	addr, err := srv.Start(ctx)
 //	defer srv.Shutdown(ctx)
 //
 // It listens on 127.0.0.1 unless told otherwise. Every route that changes
@@ -88,6 +88,7 @@ type Server struct {
 	http      *http.Server
 	dashboard *asynqmon.HTTPHandler
 	handler   http.Handler
+	served    chan error // Serve's result, once Start has run
 }
 
 // New returns a Server. It logs loudly when Addr is beyond loopback and no
@@ -164,27 +165,28 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
-// Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: %w", err)
-	}
-	return nil
-}
-
-// Listen opens Config.Addr.
-func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
+// Start listens on Config.Addr and serves in the background until
+// Shutdown. It returns the address it listens on.
+func (s *Server) Start(ctx context.Context) (net.Addr, error) {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	return ln, nil
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.http.Serve(ln) }()
+	return ln.Addr(), nil
 }
 
 // Shutdown stops accepting requests, waits, until ctx ends, for those in
-// flight, and closes the dashboard's connections.
+// flight, and closes the dashboard's connections. It reports an error that
+// ended serving early.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	if s.served != nil {
+		if serr := <-s.served; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+	}
 	if s.dashboard != nil {
 		err = errors.Join(err, s.dashboard.Close())
 	}

@@ -41,17 +41,11 @@ func mountAdmin(lc fx.Lifecycle, cfg worker.Config, w *worker.Worker, producer *
 	}
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			ln, err := srv.Listen(ctx)
+			addr, err := srv.Start(ctx)
 			if err != nil {
 				return err
 			}
-			logger.InfoContext(ctx, "admin server listening", slog.String("url", "http://"+ln.Addr().String()+"/"))
-			serveCtx := context.WithoutCancel(ctx) // the start hook's ctx ends after start
-			go func() {
-				if err := srv.Serve(ln); err != nil {
-					logger.ErrorContext(serveCtx, "admin server", slog.Any("error", err))
-				}
-			}()
+			logger.InfoContext(ctx, "admin server listening", slog.String("url", "http://"+addr.String()+"/"))
 			return nil
 		},
 		OnStop: srv.Shutdown,

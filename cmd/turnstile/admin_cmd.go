@@ -90,19 +90,13 @@ func serveAdminAlone(ctx context.Context, cfg worker.Config, types []worker.Task
 	if err != nil {
 		return err
 	}
-	ln, err := srv.Listen(ctx)
+	addr, err := srv.Start(ctx)
 	if err != nil {
 		return err
 	}
-	logger.InfoContext(ctx, "admin server listening", slog.String("url", "http://"+ln.Addr().String()+"/locks/"))
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err = <-served:
-		return err
-	case <-ctx.Done():
-	}
+	logger.InfoContext(ctx, "admin server listening", slog.String("url", "http://"+addr.String()+"/locks/"))
+	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
-	return errors.Join(srv.Shutdown(sctx), <-served)
+	return srv.Shutdown(sctx)
 }

@@ -199,17 +199,15 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 // the server, after waiting for an interrupt when hold is set.
 func demoAdmin(ctx context.Context, c *cli, addr string, deps admin.Deps) func(hold bool) {
 	srv, err := admin.New(admin.Config{Addr: addr}, deps)
-	var ln net.Listener
+	var at net.Addr
 	if err == nil {
-		ln, err = srv.Listen(ctx)
+		at, err = srv.Start(ctx)
 	}
 	if err != nil {
 		fmt.Fprintf(c.stderr, "demo: admin pages off: %v\n", err)
 		return func(bool) {}
 	}
-	fmt.Fprintf(c.stderr, "demo: locks at http://%s/locks/, dashboard at http://%s/dashboard/\n", ln.Addr(), ln.Addr())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(c.stderr, "demo: locks at http://%s/locks/, dashboard at http://%s/dashboard/\n", at, at)
 	return func(hold bool) {
 		if hold {
 			fmt.Fprintln(c.stderr, "demo: serving the admin pages until interrupted (ctrl-C)")
@@ -217,7 +215,7 @@ func demoAdmin(ctx context.Context, c *cli, addr string, deps admin.Deps) func(h
 		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		defer cancel()
-		if err := errors.Join(srv.Shutdown(sctx), <-served); err != nil {
+		if err := srv.Shutdown(sctx); err != nil {
 			fmt.Fprintf(c.stderr, "demo: admin pages: %v\n", err)
 		}
 	}
