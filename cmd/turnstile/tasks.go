@@ -8,7 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 
-	"github.com/turnstilehq/turnstile/admin"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
@@ -21,17 +20,29 @@ import (
 // options, not their handlers.
 func taskTypes() []worker.TaskType { return (&jobs.Service{}).TaskTypes() }
 
+type shopIn struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Redis     redis.UniversalClient
+	Client    *asynq.Client
+	Telemetry *telemetry.Providers
+	Logger    *slog.Logger
+	// Observer, such as the admin server's tracker, also watches the
+	// inventory locks when one is provided.
+	Observer lock.Observer `optional:"true"`
+}
+
 // serveShop gives a worker the shop's jobs, over the ledger and the
 // gateway simulator in the worker's own Redis, with a Locker for the
 // inventory locks the jobs take inside.
 func serveShop() fx.Option {
-	return worker.ProvideTaskTypes(func(lc fx.Lifecycle, rdb redis.UniversalClient, client *asynq.Client,
-		tel *telemetry.Providers, tracker *admin.Tracker, logger *slog.Logger,
-	) ([]worker.TaskType, error) {
-		locker, err := lock.New(rdb, lock.Config{
-			TTL: 5 * time.Second, Wait: 5 * time.Second,
-			Observer: lock.Observers(telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider()), tracker),
-		})
+	return worker.ProvideTaskTypes(func(in shopIn) ([]worker.TaskType, error) {
+		lc, rdb, tel := in.Lifecycle, in.Redis, in.Telemetry
+		observer := telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider())
+		if in.Observer != nil {
+			observer = lock.Observers(observer, in.Observer)
+		}
+		locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: observer})
 		if err != nil {
 			return nil, err
 		}
@@ -40,7 +51,7 @@ func serveShop() fx.Option {
 		if err != nil {
 			return nil, err
 		}
-		svc := &jobs.Service{Store: ledger.New(rdb, ""), Gateway: gw, Locker: locker, Client: client, Logger: logger}
+		svc := &jobs.Service{Store: ledger.New(rdb, ""), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
 		return svc.TaskTypes(), nil
 	})
 }
