@@ -171,7 +171,8 @@ func (l *Lease) Release(ctx context.Context) error {
 		return err
 	}
 	l.released = true
-	l.end(ErrNotHeld)
+	l.end(ErrNotHeld, nil)
+	<-l.done // closed by us, or about to be by a loss being reported
 	return err
 }
 
@@ -258,21 +259,25 @@ func (l *Lease) stopTimers() {
 
 // lose ends a lease that was not released, and tells the observer.
 func (l *Lease) lose(ctx context.Context, err error) {
-	if l.end(err) {
+	l.end(err, func() {
 		l.shared.observer.Lost(ctx, LostEvent{
 			Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
 		})
-	}
+	})
 }
 
-// end marks the lease ended and closes Done; it reports whether it did.
-func (l *Lease) end(err error) bool {
+// end marks the lease ended, runs observe if it did, then closes Done:
+// whoever wakes on Done finds the loss already counted.
+func (l *Lease) end(err error, observe func()) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.ended {
-		return false
+		l.mu.Unlock()
+		return
 	}
 	l.ended, l.err = true, err
+	l.mu.Unlock()
+	if observe != nil {
+		observe()
+	}
 	close(l.done)
-	return true
 }
