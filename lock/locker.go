@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/internal/autopipe"
 )
 
 // Defaults for a zero Config.
@@ -96,6 +98,8 @@ type shared struct {
 // node is one independent Redis deployment.
 type node struct {
 	client redis.UniversalClient
+	// pipe sends the acquire, release and extend scripts, batched.
+	pipe *autopipe.Pipe
 	// receivers is ARGV[2] of the scripts: whether a hand-off may trust
 	// PUBLISH's receiver count to tell a live waiter from a dead one.
 	receivers string
@@ -139,7 +143,7 @@ func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 		if c == nil {
 			return nil, errors.New("lock: nil client")
 		}
-		n := &node{client: c, receivers: "1"}
+		n := &node{client: c, pipe: autopipe.New(c), receivers: "1"}
 		if _, ok := c.(*redis.ClusterClient); ok {
 			// A script's PUBLISH counts subscribers on its own shard only.
 			n.receivers = "0"
@@ -263,7 +267,7 @@ type acquireReply struct {
 }
 
 func (n *node) acquire(ctx context.Context, keys []string, token string, o Options, channel string) (acquireReply, error) {
-	v, err := acquireScript.Run(ctx, n.client, keys, token, n.receivers,
+	v, err := n.pipe.Run(ctx, acquireScript, keys, token, n.receivers,
 		o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel).Slice()
 	if err != nil {
 		return acquireReply{}, fmt.Errorf("lock: acquire: %w", err)
@@ -301,13 +305,13 @@ func (a *acquisition) busyError(i int) error {
 func (s *shared) release(ctx context.Context, keys []string, token, entry string) error {
 	want := int64(len(keys) / 3)
 	return s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
-		return releaseScript.Run(ctx, n.client, keys, token, n.receivers, entry).Int64()
+		return n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry).Int64()
 	})
 }
 
 func (s *shared) extend(ctx context.Context, lockKeys []string, token string, ttl time.Duration) error {
 	return s.verdict(ctx, "extend", int64(len(lockKeys)), func(ctx context.Context, n *node) (int64, error) {
-		return extendScript.Run(ctx, n.client, lockKeys, token, ttl.Milliseconds()).Int64()
+		return n.pipe.Run(ctx, extendScript, lockKeys, token, ttl.Milliseconds()).Int64()
 	})
 }
 
