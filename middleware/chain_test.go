@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,10 +46,21 @@ func TestChain_TracesEnqueueToLock(t *testing.T) {
 			waitFor(t, 30*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
 			require.Zero(t, o.seen.Load())
 			// Spans end after the handler returns, a process span after its lock
-			// span: wait until every delivery's two have ended.
+			// spans (a task that found the key busy and took a waiting slot has
+			// two: the busy try, then the wait): wait until every lock span's
+			// process span has ended too, and n acquisitions have.
 			waitFor(t, 5*time.Second, func() bool {
-				acquires := len(rec.Named("lock.acquire"))
-				return acquires >= n && acquires == len(rec.Named("process "+guardedType))
+				ended := spanIDs(rec.Named("process " + guardedType))
+				acquired := 0
+				for _, a := range rec.Named("lock.acquire") {
+					if !slices.Contains(ended, a.Parent.SpanID()) {
+						return false
+					}
+					if oteltest.Attrs(a.Attributes)[telemetry.AttrOutcome].AsString() == telemetry.OutcomeAcquired {
+						acquired++
+					}
+				}
+				return acquired == n
 			}, "spans missing")
 
 			sends := rec.Named("send " + guardedType)

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/turnstilehq/turnstile/internal/autopipe"
 	"github.com/turnstilehq/turnstile/lock"
 	"github.com/turnstilehq/turnstile/telemetry"
 )
@@ -85,7 +86,9 @@ type GuardConfig struct {
 
 // Guard runs tasks of registered types under leases on their resources.
 type Guard struct {
-	rdb    redis.UniversalClient
+	// rdb sends the park and wake scripts: one wake follows every release,
+	// so they batch as the lock's own scripts do.
+	rdb    *autopipe.Pipe
 	locker *lock.Locker
 	cfg    GuardConfig
 	log    *slog.Logger
@@ -117,7 +120,7 @@ func NewGuard(locker *lock.Locker, rdb redis.UniversalClient, cfg GuardConfig) *
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Guard{
-		rdb: rdb, locker: locker, cfg: cfg, log: cfg.Logger,
+		rdb: autopipe.New(rdb), locker: locker, cfg: cfg, log: cfg.Logger,
 		rules: make(map[string]*rule), waiting: make(map[string]int),
 	}
 }
@@ -223,43 +226,50 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	return next.ProcessTask(hctx, t)
 }
 
-// acquire takes one of the first resource's waiting slots if one is free
-// and waits up to the rule's budget for the release; otherwise it tries
-// once, so that a hot key never ties up more than a few worker slots.
-// Taking a slot with more free behind it wakes one more parked task, so
-// the slots fill up from the parked list without waiting for releases.
+// acquire takes free resources at once. When they are busy it takes one
+// of the first resource's waiting slots, if one is free, and waits up to
+// the rule's budget for the release; otherwise the task parks, so that a
+// hot key never ties up more than a few worker slots. Taking a slot with
+// more free behind it wakes one more parked task, so the slots fill up
+// from the parked list without waiting for releases.
 func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource, owner, queue string) (*lock.Lease, error) {
 	opts := r.opts
 	opts.Owner = owner
+	l, err := g.locker.With(opts)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := l.Acquire(ctx, resources...)
+	if _, busy := errors.AsType[*lock.BusyError](err); !busy || r.Wait <= 0 {
+		return lease, err
+	}
 	slot := resources[0].String()
 	slots := g.cfg.SlotsPerKey
 	if c := g.cfg.Concurrency; c > 0 && int(g.running.Load()) <= c/2 {
 		slots = max(slots, c/4)
 	}
 	g.mu.Lock()
-	var refill bool
-	if r.Wait > 0 && g.waiting[slot] < slots {
-		g.waiting[slot]++
-		opts.Wait = r.Wait
-		refill = g.waiting[slot] < slots
+	if g.waiting[slot] >= slots {
+		g.mu.Unlock()
+		return nil, err
 	}
+	g.waiting[slot]++
+	refill := g.waiting[slot] < slots
 	g.mu.Unlock()
-	if opts.Wait > 0 {
-		g.cfg.Metrics.AddWaiters(ctx, 1, resources...)
-		defer func() {
-			g.cfg.Metrics.AddWaiters(ctx, -1, resources...)
-			g.mu.Lock()
-			if g.waiting[slot]--; g.waiting[slot] == 0 {
-				delete(g.waiting, slot)
-			}
-			g.mu.Unlock()
-		}()
-	}
+	g.cfg.Metrics.AddWaiters(ctx, 1, resources...)
+	defer func() {
+		g.cfg.Metrics.AddWaiters(ctx, -1, resources...)
+		g.mu.Lock()
+		if g.waiting[slot]--; g.waiting[slot] == 0 {
+			delete(g.waiting, slot)
+		}
+		g.mu.Unlock()
+	}()
 	if refill {
 		g.wakeDetached(ctx, queue, resources[0])
 	}
-	l, err := g.locker.With(opts)
-	if err != nil {
+	opts.Wait = r.Wait
+	if l, err = g.locker.With(opts); err != nil {
 		return nil, err
 	}
 	return l.Acquire(ctx, resources...)

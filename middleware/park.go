@@ -111,7 +111,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	holder := describe(busy.Owner)
 	what := fmt.Sprintf("%s: %s lock busy for %s, held by %s", t.Type(), busy.Resource.Kind(), busy.TTL.Round(time.Millisecond), holder)
 	now := time.Now()
-	v, err := parkScript.Run(ctx, g.rdb, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
+	v, err := g.rdb.Run(ctx, parkScript, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
 		id, now.UnixMilli()).Int64Slice()
 	if err != nil {
 		// Not parked: the safety net is the only wake-up left.
@@ -173,7 +173,7 @@ func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Reso
 		}
 		later := lists[:0]
 		for _, l := range lists {
-			n, err := wakeScript.Run(ctx, g.rdb, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
+			n, err := g.rdb.Run(ctx, wakeScript, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
 				taskKeyPrefix(l.queue)).Int()
 			if err != nil {
 				g.log.WarnContext(ctx, "wake parked task", slog.String("queue", l.queue), slog.Any("error", err))
