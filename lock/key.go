@@ -106,13 +106,17 @@ func (r Resource) String() string { return r.name }
 // constant, which is what makes it usable as a metric label.
 func (r Resource) Kind() string { return r.name[:r.kindLen] }
 
-// keys are the Redis keys of one resource. All three share the hash tag
+// keys are the Redis keys of one resource. All four share the hash tag
 // {name}, so a script may touch them together on Redis Cluster.
 type keys struct {
-	lock, fence, queue string
+	lock, fence, queue, wanted string
 }
 
 func (r Resource) redisKeys(prefix string) keys {
 	base := prefix + "{" + r.name + "}"
-	return keys{lock: base, fence: base + ":fence", queue: base + ":queue"}
+	return keys{lock: base, fence: base + ":fence", queue: base + ":queue", wanted: base + ":wanted"}
 }
+
+// keysPer is how many keys of each resource the acquire and release
+// scripts take.
+const keysPer = 4

@@ -36,6 +36,7 @@ type Lease struct {
 
 	releaseMu sync.Mutex
 	released  bool
+	marks     []string // per resource, the wanted mark Release found
 }
 
 func newLease(ctx context.Context, a *acquisition) *Lease {
@@ -163,23 +164,70 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.stopTimers()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	err := l.shared.release(ctx, l.keys, l.token, "")
+	marks, err := l.shared.release(ctx, l.keys, l.token, "")
 	l.shared.observer.Released(ctx, ReleaseEvent{
 		Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
 	})
 	if err != nil && !errors.Is(err, ErrNotHeld) {
 		return err
 	}
-	l.released = true
+	l.released, l.marks = true, marks
 	l.end(ErrNotHeld, nil)
 	<-l.done // closed by us, or about to be by a loss being reported
 	return err
 }
 
+// Wanted returns the resources that Release found marked by Locker.Want:
+// someone outside the queue waits to be told they are free. Nil before
+// Release returned, or when it found no mark.
+func (l *Lease) Wanted() []Resource {
+	l.releaseMu.Lock()
+	defer l.releaseMu.Unlock()
+	var rs []Resource
+	for i, m := range l.marks {
+		if m != "" {
+			rs = append(rs, l.resources[i])
+		}
+	}
+	return rs
+}
+
+// ClearWanted removes r's wanted mark, as Release found it, once whoever
+// wanted r has been told: unless someone marked r again since, later
+// releases no longer report it.
+func (l *Lease) ClearWanted(ctx context.Context, r Resource) error {
+	l.releaseMu.Lock()
+	i := slices.Index(l.resources, r)
+	mark := ""
+	if i >= 0 && i < len(l.marks) {
+		mark = l.marks[i]
+	}
+	l.releaseMu.Unlock()
+	if mark == "" {
+		return nil
+	}
+	key := r.redisKeys(l.shared.prefix).wanted
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	l.shared.each(ctx, func(ctx context.Context, n *node) {
+		if err := unwantScript.Run(ctx, n.client, []string{key}, mark).Err(); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lock: clear wanted: %w", err)
+	}
+	return nil
+}
+
 func (l *Lease) lockKeys() []string {
 	ks := make([]string, len(l.resources))
 	for i := range ks {
-		ks[i] = l.keys[3*i]
+		ks[i] = l.keys[keysPer*i]
 	}
 	return ks
 }

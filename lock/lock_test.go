@@ -130,6 +130,52 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.False(t, held)
 	})
 
+	t.Run("WantIsReportedByEveryReleaseUntilCleared", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		other := other(t, b, lock.Config{})
+		free := lock.Key("wanted", "free")
+		held, err := other.Want(ctx, free)
+		require.NoError(t, err)
+		require.False(t, held, "a free resource is not marked")
+		lease, err := b.locker.Acquire(ctx, free)
+		require.NoError(t, err)
+		require.NoError(t, lease.Release(ctx))
+		require.Empty(t, lease.Wanted())
+
+		k := lock.Key("wanted", "busy")
+		first, err := b.locker.Acquire(ctx, key, k)
+		require.NoError(t, err)
+		require.Nil(t, first.Wanted(), "nothing is reported before Release")
+		held, err = other.Want(ctx, k)
+		require.NoError(t, err)
+		require.True(t, held)
+		require.NoError(t, first.Release(ctx))
+		require.Equal(t, []lock.Resource{k}, first.Wanted())
+
+		// The mark outlives the release, for the next holder's release...
+		second, err := b.locker.Acquire(ctx, k)
+		require.NoError(t, err)
+		require.NoError(t, second.Release(ctx))
+		require.Equal(t, []lock.Resource{k}, second.Wanted())
+		// ...and a clear with a mark that changed since does nothing.
+		third, err := b.locker.Acquire(ctx, k)
+		require.NoError(t, err)
+		held, err = other.Want(ctx, k)
+		require.NoError(t, err)
+		require.True(t, held)
+		require.NoError(t, second.ClearWanted(ctx, k))
+		require.NoError(t, third.Release(ctx))
+		require.Equal(t, []lock.Resource{k}, third.Wanted())
+		require.NoError(t, third.ClearWanted(ctx, k))
+
+		fourth, err := b.locker.Acquire(ctx, k)
+		require.NoError(t, err)
+		require.NoError(t, fourth.Release(ctx))
+		require.Empty(t, fourth.Wanted())
+	})
+
 	t.Run("FailedAcquireLeavesHolderAlone", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, lock.Config{TTL: 10 * time.Second})

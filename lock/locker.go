@@ -201,10 +201,10 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 	if len(a.resources) == 0 {
 		return nil, errors.New("lock: Acquire needs at least one resource")
 	}
-	a.keys = make([]string, 0, 3*len(a.resources))
+	a.keys = make([]string, 0, keysPer*len(a.resources))
 	for _, r := range a.resources {
 		k := r.redisKeys(l.shared.prefix)
-		a.keys = append(a.keys, k.lock, k.fence, k.queue)
+		a.keys = append(a.keys, k.lock, k.fence, k.queue, k.wanted)
 	}
 	a.fences = make([]int64, len(a.resources))
 
@@ -247,7 +247,7 @@ type acquisition struct {
 	token     string
 	start     time.Time
 	resources []Resource
-	keys      []string // 3 per resource, as the scripts take them
+	keys      []string // keysPer per resource, as the scripts take them
 	fences    []int64
 	// validUntil is the earliest local time at which a resource may expire.
 	validUntil time.Time
@@ -301,12 +301,28 @@ func (a *acquisition) busyError(i int) error {
 
 // release runs releaseScript on every node and reaches a verdict: nil when
 // a quorum released every resource, ErrNotHeld when a quorum answered but
-// fewer released, else the nodes' errors.
-func (s *shared) release(ctx context.Context, keys []string, token, entry string) error {
-	want := int64(len(keys) / 3)
-	return s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
-		return n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry).Int64()
+// fewer released, else the nodes' errors. It also returns, per resource,
+// the wanted mark a node found on it, or "".
+func (s *shared) release(ctx context.Context, keys []string, token, entry string) ([]string, error) {
+	want := int64(len(keys) / keysPer)
+	var mu sync.Mutex
+	marks := make([]string, want)
+	err := s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
+		v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry).Slice()
+		if err != nil {
+			return 0, err
+		}
+		mu.Lock()
+		for i, m := range v[1:] {
+			if m, _ := m.(string); m != "" {
+				marks[i] = m
+			}
+		}
+		mu.Unlock()
+		released, _ := v[0].(int64)
+		return released, nil
 	})
+	return marks, err
 }
 
 func (s *shared) extend(ctx context.Context, lockKeys []string, token string, ttl time.Duration) error {
@@ -373,6 +389,42 @@ func (s *shared) each(ctx context.Context, fn func(context.Context, *node)) {
 		wg.Go(func() { fn(ctx, n) })
 	}
 	wg.Wait()
+}
+
+// wantedTTL bounds how long a wanted mark outlives the lease it was put
+// on when no release finds it (the holder expired, and nobody locks the
+// resource again).
+const wantedTTL = 24 * time.Hour
+
+// Want marks r, if it is held, as wanted by a caller outside its queue:
+// one that will come back when told, as the worker's parked tasks do. The
+// release of every later lease on r finds the mark (Lease.Wanted) until
+// ClearWanted removes it. It reports whether r is held (by a majority of
+// the nodes, in quorum mode); when it is not, nothing was marked and
+// nobody will be told.
+func (l *Locker) Want(ctx context.Context, r Resource) (bool, error) {
+	k := r.redisKeys(l.shared.prefix)
+	mark := rand.Text()
+	var (
+		mu            sync.Mutex
+		answered, yes int
+		errs          []error
+	)
+	l.shared.each(ctx, func(ctx context.Context, n *node) {
+		v, err := wantScript.Run(ctx, n.client, []string{k.lock, k.wanted}, mark, wantedTTL.Milliseconds()).Int()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		answered++
+		yes += v
+	})
+	if answered < l.shared.quorum {
+		return false, fmt.Errorf("lock: want: %w", errors.Join(errs...))
+	}
+	return yes >= l.shared.quorum, nil
 }
 
 // Held reports whether anyone holds r (a majority of the nodes, in quorum

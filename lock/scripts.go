@@ -2,11 +2,13 @@ package lock
 
 import "github.com/redis/go-redis/v9"
 
-// Every script receives, per resource i, three keys that share one hash tag:
+// The acquire and release scripts receive, per resource i, four keys that
+// share one hash tag:
 //
-//	KEYS[3i-2] -> lock key (value: the holder's token)
-//	KEYS[3i-1] -> fencing counter (persistent)
-//	KEYS[3i]   -> FIFO of waiters (sorted set scored by arrival time in µs)
+//	KEYS[4i-3] -> lock key (value: the holder's token)
+//	KEYS[4i-2] -> fencing counter (persistent)
+//	KEYS[4i-1] -> FIFO of waiters (sorted set scored by arrival time in µs)
+//	KEYS[4i]   -> wanted mark (see Locker.Want)
 //
 // and ARGV[1] -> token, ARGV[2] -> '1' when a hand-off must reach a
 // subscriber to count, '0' where PUBLISH cannot tell (Redis Cluster).
@@ -74,18 +76,18 @@ end
 // and the caller is queued on resource i.
 var acquireScript = redis.NewScript(prelude + `
 local token, ttl, wait = ARGV[1], ARGV[3], tonumber(ARGV[4])
-local n = #KEYS / 3
+local n = #KEYS / 4
 if n == 1 and redis.call('EXISTS', KEYS[3]) == 0 and redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
   return {1, bump(KEYS[2])}
 end
 local mine, busy, pttl, owner = {}, nil, 0, ''
 for i = 1, n do
-  local lk = KEYS[3*i-2]
+  local lk = KEYS[4*i-3]
   local holder = redis.call('GET', lk)
   if holder == token then
     mine[i] = true
   elseif not holder then
-    holder = handoff(lk, KEYS[3*i-1], KEYS[3*i])
+    holder = handoff(lk, KEYS[4*i-2], KEYS[4*i-1])
   end
   if holder and holder ~= token then
     busy, pttl = i, redis.call('PTTL', lk)
@@ -97,13 +99,13 @@ local upto = n
 if busy then upto = wait > 0 and busy - 1 or 0 end
 local fences = {}
 for i = 1, upto do
-  local lk, fk = KEYS[3*i-2], KEYS[3*i-1]
+  local lk, fk = KEYS[4*i-3], KEYS[4*i-2]
   if mine[i] then fences[i] = tonumber(redis.call('GET', fk)) else fences[i] = bump(fk) end
   redis.call('SET', lk, token, 'PX', ttl)
 end
 if not busy then return {1, unpack(fences)} end
 if wait > 0 then
-  local qk = KEYS[3*busy]
+  local qk = KEYS[4*busy-1]
   redis.call('ZADD', qk, 'NX', now(), token .. '|' .. ARGV[5] .. '|' .. ttl .. '|' .. ARGV[4])
   if redis.call('PTTL', qk) < wait then redis.call('PEXPIRE', qk, wait) end
 end
@@ -116,19 +118,46 @@ return {0, busy, pttl, owner, unpack(fences)}
 //
 //	ARGV[3] -> the caller's queue entry, or ''
 //
-// Returns the number of resources the token still held.
+// Returns {released, mark...}: the number of resources the token still
+// held, then per resource the wanted mark that a released one carried, or
+// ”.
 var releaseScript = redis.NewScript(prelude + `
-local released = 0
-for i = 1, #KEYS / 3 do
-  local lk, qk = KEYS[3*i-2], KEYS[3*i]
+local out = {0}
+for i = 1, #KEYS / 4 do
+  local lk, qk = KEYS[4*i-3], KEYS[4*i-1]
+  local mark = ''
   if ARGV[3] ~= '' then redis.call('ZREM', qk, ARGV[3]) end
   if redis.call('GET', lk) == ARGV[1] then
     redis.call('DEL', lk)
-    handoff(lk, KEYS[3*i-1], qk)
-    released = released + 1
+    handoff(lk, KEYS[4*i-2], qk)
+    out[1] = out[1] + 1
+    mark = redis.call('GET', KEYS[4*i]) or ''
   end
+  out[i+1] = mark
 end
-return released
+return out
+`)
+
+// wantScript marks a resource as wanted by a caller outside its queue,
+// when it is held. The mark is a fresh random value each time, so that
+// clearing it can be made conditional on nobody having marked it since.
+//
+//	KEYS[1] -> lock key  KEYS[2] -> wanted mark
+//	ARGV[1] -> the mark  ARGV[2] -> the mark's lifetime, ms
+//
+// Returns 1 when the resource is held (and now marked), else 0.
+var wantScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// unwantScript clears a wanted mark unless it changed.
+//
+//	KEYS[1] -> wanted mark  ARGV[1] -> the mark seen
+var unwantScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `)
 
 // extendScript resets the TTL of every lock the token still holds.

@@ -53,7 +53,7 @@ func (a *acquisition) single(ctx context.Context) error {
 	for {
 		sent := time.Now()
 		a.attempts++
-		r, err := n.acquire(ctx, a.keys[3*held:], a.token, o, n.hub.channel)
+		r, err := n.acquire(ctx, a.keys[keysPer*held:], a.token, o, n.hub.channel)
 		lastErr = err
 		if err == nil {
 			copy(a.fences[held:], r.fences)
@@ -75,7 +75,7 @@ func (a *acquisition) single(ctx context.Context) error {
 	wait:
 		select {
 		case g := <-w.grants:
-			if held == len(a.resources) || g.lockKey != a.keys[3*held] {
+			if held == len(a.resources) || g.lockKey != a.keys[keysPer*held] {
 				break wait // stale; the retry below sorts it out
 			}
 			a.fences[held] = g.fence
@@ -122,7 +122,7 @@ func (a *acquisition) settle(ctx context.Context, entry string) error {
 func (a *acquisition) abandon(ctx context.Context, entry string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	if err := a.l.shared.release(ctx, a.keys, a.token, entry); err != nil && !errors.Is(err, ErrNotHeld) {
+	if _, err := a.l.shared.release(ctx, a.keys, a.token, entry); err != nil && !errors.Is(err, ErrNotHeld) {
 		return err
 	}
 	return nil
@@ -131,7 +131,7 @@ func (a *acquisition) abandon(ctx context.Context, entry string) error {
 func (a *acquisition) lockKeys() []string {
 	ks := make([]string, len(a.resources))
 	for i := range ks {
-		ks[i] = a.keys[3*i]
+		ks[i] = a.keys[keysPer*i]
 	}
 	return ks
 }
