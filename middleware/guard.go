@@ -308,7 +308,16 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, a
 		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:
-		g.wake(ctx, g.cfg.Queues, lease.Resources())
+		// Only a resource that a parked task marked wanted has a list to
+		// wake. The mark stays while tasks remain parked, so each release
+		// wakes the next; the release that finds the lists empty clears it.
+		if wanted := lease.Wanted(); len(wanted) > 0 {
+			for _, r := range g.wake(ctx, g.cfg.Queues, wanted) {
+				if err := lease.ClearWanted(ctx, r); err != nil {
+					g.log.WarnContext(ctx, "clear wanted mark", slog.String("task_type", t.Type()), slog.Any("error", err))
+				}
+			}
+		}
 	}
 	after.run(ctx)
 }

@@ -3,7 +3,9 @@ package middleware_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,6 +63,8 @@ type workerSetup struct {
 	// rec, when set, receives the spans and metrics of Tracing, the lock
 	// observer and the guard.
 	rec *oteltest.Recorder
+	// hook, when set, sees every command the worker sends.
+	hook redis.Hook
 }
 
 func startWorker(t *testing.T, be backend, concurrency int, handler asynq.HandlerFunc, adjust ...func(*workerSetup)) *worker {
@@ -76,6 +80,9 @@ func startWorker(t *testing.T, be backend, concurrency int, handler asynq.Handle
 		_, rdb = redistest.MiniClient(t)
 	} else {
 		rdb = redistest.Server(t).Client(t)
+	}
+	if ws.hook != nil {
+		rdb.(*redis.Client).AddHook(ws.hook)
 	}
 	lockCfg := lock.Config{}
 	var metrics *telemetry.Metrics
@@ -221,6 +228,65 @@ func TestGuard_ParkedTasksAreWokenByReleases(t *testing.T) {
 			// The safety net is an hour: only releases can bring parked tasks back.
 			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
 			require.Zero(t, o.seen.Load())
+		})
+	}
+}
+
+// parkedLists counts the commands, alone or pipelined, that touch a
+// parked list: the park and wake scripts.
+type parkedLists struct{ n atomic.Int64 }
+
+func (*parkedLists) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (p *parkedLists) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		p.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (p *parkedLists) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			p.count(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (p *parkedLists) count(cmd redis.Cmder) {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.Contains(s, ":turnstile:parked:") {
+			p.n.Add(1)
+			return
+		}
+	}
+}
+
+func TestGuard_UncontendedReleasesWakeNobody(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var done atomic.Int64
+			lists := &parkedLists{}
+			w := startWorker(t, be, 8, func(context.Context, *asynq.Task) error {
+				time.Sleep(2 * time.Millisecond)
+				done.Add(1)
+				return nil
+			}, func(ws *workerSetup) { ws.hook = lists })
+			const n = 50
+			for i := range n {
+				w.enqueue(t, fmt.Sprint("own-", i))
+			}
+			waitFor(t, 30*time.Second, func() bool { return done.Load() == n }, "not every task ran")
+			require.Zero(t, lists.n.Load(), "a task on a free key parked or woke a parked list")
+
+			// A contended key still parks and wakes, and its tasks all run.
+			for range 20 {
+				w.enqueue(t, "hot")
+			}
+			waitFor(t, 30*time.Second, func() bool { return done.Load() == n+20 }, "parked tasks were not woken")
+			require.Positive(t, lists.n.Load(), "20 tasks on one key at concurrency 8 never parked")
 		})
 	}
 }

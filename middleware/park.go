@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -123,11 +124,12 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
 		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
 	}
-	// A release between our failed acquire and the park found nobody to
-	// wake. If the resource is free now, that happened: wake the list
-	// ourselves (the wake-up waits until asynq has moved us to the retry
-	// set). If it is held, its holder's release comes after our park.
-	if held, err := g.locker.Held(ctx, busy.Resource); err != nil || !held {
+	// Mark the resource wanted, so that its holder's release wakes the
+	// list. A release between our failed acquire and the mark found nobody
+	// to wake: if the resource is free now, that happened, and we wake the
+	// list ourselves (the wake-up waits until asynq has moved us to the
+	// retry set).
+	if held, err := g.locker.Want(ctx, busy.Resource); err != nil || !held {
 		g.wakeDetached(ctx, queue, busy.Resource)
 	}
 	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
@@ -145,9 +147,10 @@ const (
 )
 
 // wake moves the first task parked on each of resources, in each of
-// queues, to the head of its queue. It runs detached from the task's
-// context.
-func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Resource) {
+// queues, to the head of its queue, and returns the resources that had no
+// task parked in any of them. It runs detached from the task's context.
+func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Resource) (unwanted []lock.Resource) {
+	unwanted = slices.Clone(resources)
 	type list struct {
 		queue string
 		res   lock.Resource
@@ -162,11 +165,11 @@ func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Reso
 	for attempt := 0; len(lists) > 0; attempt++ {
 		if attempt > 0 {
 			if attempt == wakeRetries {
-				return // the safety net takes over
+				return unwanted // the safety net takes over
 			}
 			select {
 			case <-ctx.Done():
-				return
+				return unwanted
 			case <-time.After(pause):
 			}
 			pause = min(2*pause, wakeRetryMax)
@@ -178,10 +181,14 @@ func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Reso
 			if err != nil {
 				g.log.WarnContext(ctx, "wake parked task", slog.String("queue", l.queue), slog.Any("error", err))
 			}
+			if n != 0 || err != nil {
+				unwanted = slices.DeleteFunc(unwanted, func(r lock.Resource) bool { return r == l.res })
+			}
 			if n == 2 {
 				later = append(later, l)
 			}
 		}
 		lists = later
 	}
+	return unwanted
 }
