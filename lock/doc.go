@@ -38,6 +38,10 @@
 // by the holder's TTL, and by jittered exponential backoff while the
 // subscription is down.
 //
+// A caller that cannot wait in the queue, such as a job parked until the
+// resource is free, marks it with Locker.Want; releases report the mark in
+// Lease.Wanted, so the releaser can tell it, until Lease.ClearWanted.
+//
 // # Fencing
 //
 // A TTL cannot stop a holder that pauses (GC, SIGSTOP, a slow network) past
