@@ -405,41 +405,32 @@ const wantedTTL = 24 * time.Hour
 func (l *Locker) Want(ctx context.Context, r Resource) (bool, error) {
 	k := r.redisKeys(l.shared.prefix)
 	mark := rand.Text()
-	var (
-		mu            sync.Mutex
-		answered, yes int
-		errs          []error
-	)
-	l.shared.each(ctx, func(ctx context.Context, n *node) {
+	return l.shared.vote(ctx, "want", func(ctx context.Context, n *node) (bool, error) {
 		v, err := wantScript.Run(ctx, n.client, []string{k.lock, k.wanted}, mark, wantedTTL.Milliseconds()).Int()
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			errs = append(errs, err)
-			return
-		}
-		answered++
-		yes += v
+		return v == 1, err
 	})
-	if answered < l.shared.quorum {
-		return false, fmt.Errorf("lock: want: %w", errors.Join(errs...))
-	}
-	return yes >= l.shared.quorum, nil
 }
 
 // Held reports whether anyone holds r (a majority of the nodes, in quorum
-// mode). It is a snapshot, for callers that must not miss a release that
-// happened just before they started listening for one, as the worker's
-// parked tasks do.
+// mode). It is a snapshot.
 func (l *Locker) Held(ctx context.Context, r Resource) (bool, error) {
 	key := r.redisKeys(l.shared.prefix).lock
+	return l.shared.vote(ctx, "held", func(ctx context.Context, n *node) (bool, error) {
+		v, err := n.client.Exists(ctx, key).Result()
+		return v > 0, err
+	})
+}
+
+// vote asks every node and returns whether a quorum said yes, or an error
+// when fewer than a quorum answered.
+func (s *shared) vote(ctx context.Context, op string, ask func(context.Context, *node) (bool, error)) (bool, error) {
 	var (
 		mu            sync.Mutex
 		answered, yes int
 		errs          []error
 	)
-	l.shared.each(ctx, func(ctx context.Context, n *node) {
-		v, err := n.client.Exists(ctx, key).Result()
+	s.each(ctx, func(ctx context.Context, n *node) {
+		v, err := ask(ctx, n)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -447,12 +438,12 @@ func (l *Locker) Held(ctx context.Context, r Resource) (bool, error) {
 			return
 		}
 		answered++
-		if v > 0 {
+		if v {
 			yes++
 		}
 	})
-	if answered < l.shared.quorum {
-		return false, fmt.Errorf("lock: held: %w", errors.Join(errs...))
+	if answered < s.quorum {
+		return false, fmt.Errorf("lock: %s: %w", op, errors.Join(errs...))
 	}
-	return yes >= l.shared.quorum, nil
+	return yes >= s.quorum, nil
 }
