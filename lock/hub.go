@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,6 +153,23 @@ func (h *hub) deliver(payload string) {
 	if err != nil {
 		return
 	}
+	h.grant(token, grant{fence: f, lockKey: lockKey})
+}
+
+// handOver passes on the grants that a release in this process made to our
+// own waiters ("token, fence, lock key" triples), then yields, so that the
+// new holder runs now rather than after the releaser's next request.
+func (h *hub) handOver(grants []any) {
+	for ; len(grants) >= 3; grants = grants[3:] {
+		token, _ := grants[0].(string)
+		fence, _ := grants[1].(int64)
+		lockKey, _ := grants[2].(string)
+		h.grant(token, grant{fence: fence, lockKey: lockKey})
+	}
+	runtime.Gosched()
+}
+
+func (h *hub) grant(token string, g grant) {
 	h.mu.Lock()
 	w := h.waiters[token]
 	h.mu.Unlock()
@@ -159,7 +177,7 @@ func (h *hub) deliver(payload string) {
 		return
 	}
 	select {
-	case w.grants <- grant{fence: f, lockKey: lockKey}:
+	case w.grants <- g:
 	default: // an unread grant is already there; the waiter's retry finds this one in Redis
 	}
 }

@@ -308,17 +308,24 @@ func (s *shared) release(ctx context.Context, keys []string, token, entry string
 	var mu sync.Mutex
 	marks := make([]string, want)
 	err := s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
-		v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry).Slice()
+		here := ""
+		if n.hub != nil {
+			here = n.hub.channel
+		}
+		v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry, here).Slice()
 		if err != nil {
 			return 0, err
 		}
 		mu.Lock()
-		for i, m := range v[1:] {
+		for i, m := range v[1 : 1+want] {
 			if m, _ := m.(string); m != "" {
 				marks[i] = m
 			}
 		}
 		mu.Unlock()
+		if g := v[1+want:]; len(g) > 0 {
+			n.hub.handOver(g)
+		}
 		released, _ := v[0].(int64)
 		return released, nil
 	})

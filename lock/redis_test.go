@@ -2,12 +2,15 @@ package lock_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/internal/redistest"
@@ -330,4 +333,53 @@ func TestLocker_Quorum(t *testing.T) {
 	_, err = tryOnce.Held(t.Context(), lock.Key("two down"))
 	require.Error(t, err, "without a quorum, Held cannot say")
 	require.NotErrorIs(t, err, lock.ErrNotAcquired, "not a contention")
+}
+
+// A release hands a resource to a waiter of its own Locker in-process, and
+// publishes only to another Locker's waiter.
+func TestLocker_HandsOverInProcessWithoutPublish(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	publishes := func() int {
+		for line := range strings.SplitSeq(rdb.Info(t.Context(), "commandstats").Val(), "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_publish:calls="); ok {
+				n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				require.NoError(t, err)
+				return n
+			}
+		}
+		return 0
+	}
+	key := lock.Key("handover", 1)
+	for _, tc := range []struct {
+		name      string
+		sameProc  bool
+		published int
+	}{{"SameLocker", true, 0}, {"OtherLocker", false, 1}} {
+		require.NoError(t, rdb.ConfigResetStat(t.Context()).Err())
+		holder, err := lock.New(srv.Client(t), lock.Config{Wait: 10 * time.Second})
+		require.NoError(t, err)
+		waiter := holder
+		if !tc.sameProc {
+			waiter, err = lock.New(srv.Client(t), lock.Config{Wait: 10 * time.Second})
+			require.NoError(t, err)
+		}
+		lease, err := holder.Acquire(t.Context(), key)
+		require.NoError(t, err)
+		got := make(chan *lock.Lease, 1)
+		go func() {
+			l, err := waiter.Acquire(t.Context(), key)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		waitQueued(t, rdb, lock.DefaultPrefix+"{"+key.String()+"}", 1)
+		require.NoError(t, lease.Release(t.Context()))
+		next := receive(t, got)
+		require.Greater(t, next.Fence(key), lease.Fence(key), tc.name)
+		require.Equal(t, tc.published, publishes(), tc.name)
+		require.NoError(t, next.Release(t.Context()))
+		require.NoError(t, holder.Close())
+		require.NoError(t, waiter.Close())
+	}
 }

@@ -17,7 +17,9 @@ import "github.com/redis/go-redis/v9"
 // until one is live (arrived less than wait ms ago) and its Locker is still
 // subscribed (PUBLISH reaches someone), sets the lock to its token with its
 // TTL and publishes "token|fence|lock key" to its Locker's channel. A dead
-// process is skipped at once because its subscription closed with it.
+// process is skipped at once because its subscription closed with it. A
+// waiter on the releasing Locker's own channel (here) is alive by
+// definition: the grant goes back to the caller instead, one hop shorter.
 //
 // The fence is an INCR of a counter that never expires: one small string
 // per resource ever locked. A missing counter (first use, or lost with
@@ -45,7 +47,7 @@ local function bump(fk)
   return f
 end
 
-local function handoff(lk, fk, qk)
+local function handoff(lk, fk, qk, here)
   while true do
     local e = redis.call('ZPOPMIN', qk)
     if #e == 0 then return nil end
@@ -54,6 +56,7 @@ local function handoff(lk, fk, qk)
       if tok == ARGV[1] then return tok end
       local f = bump(fk)
       redis.call('SET', lk, tok, 'PX', ttl)
+      if ch == here then return tok, f end
       if ARGV[2] == '0' or redis.call('PUBLISH', ch, tok .. '|' .. string.format('%.0f', f) .. '|' .. lk) > 0 then
         return tok
       end
@@ -117,24 +120,32 @@ return {0, busy, pttl, owner, unpack(fences)}
 // a waiter that gives up leaves the line.
 //
 //	ARGV[3] -> the caller's queue entry, or ''
+//	ARGV[4] -> the caller's channel, or ''
 //
-// Returns {released, mark...}: the number of resources the token still
-// held, then per resource the wanted mark that a released one carried, or
-// ”.
+// Returns {released, mark..., grant...}: the number of resources the token
+// still held, then per resource the wanted mark that a released one
+// carried, or an empty string, then "token, fence, lock key" for each
+// resource handed to a waiter on the caller's own channel, which the
+// caller passes on in-process.
 var releaseScript = redis.NewScript(prelude + `
-local out = {0}
-for i = 1, #KEYS / 4 do
+local n, released, marks, grants = #KEYS / 4, 0, {}, {}
+for i = 1, n do
   local lk, qk = KEYS[4*i-3], KEYS[4*i-1]
-  local mark = ''
+  marks[i] = ''
   if ARGV[3] ~= '' then redis.call('ZREM', qk, ARGV[3]) end
   if redis.call('GET', lk) == ARGV[1] then
     redis.call('DEL', lk)
-    handoff(lk, KEYS[4*i-2], qk)
-    out[1] = out[1] + 1
-    mark = redis.call('GET', KEYS[4*i]) or ''
+    local tok, f = handoff(lk, KEYS[4*i-2], qk, ARGV[4])
+    if f then
+      grants[#grants+1], grants[#grants+2], grants[#grants+3] = tok, f, lk
+    end
+    released = released + 1
+    marks[i] = redis.call('GET', KEYS[4*i]) or ''
   end
-  out[i+1] = mark
 end
+local out = {released}
+for i = 1, n do out[#out+1] = marks[i] end
+for _, g in ipairs(grants) do out[#out+1] = g end
 return out
 `)
 
