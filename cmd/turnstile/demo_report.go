@@ -239,7 +239,7 @@ func (s *demoSummary) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1fms\t%.1fms\t\n", kind, j.OK, j.Archived, j.Failed, j.P50ms, j.P99ms)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nlocks: %d acquired, %d contended (found held, then waited or parked), %d busy retries (parked), %d lost leases, %d released after expiry\n",
+	fmt.Fprintf(w, "\nlocks: %d acquired, %d acquire calls found a lock held (a task that then waits for it makes two), %d busy retries (parked), %d lost leases, %d released after expiry\n",
 		s.Locks.Acquisitions, s.Locks.Contended, s.Locks.BusyRetries, s.Locks.LostLeases, s.Locks.NotHeld)
 	if s.OK {
 		fmt.Fprintf(w, "invariants: OK (%d orders, %d ticket types)\n", s.Report.Orders, s.Report.TicketTypes)
