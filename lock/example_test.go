@@ -73,3 +73,36 @@ func ExampleLease_Done() {
 	// work done while held
 	// <nil>
 }
+
+func ExampleLocker_Want() {
+	mr, _ := miniredis.Run()
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	locker, _ := lock.New(rdb, lock.Config{})
+	defer locker.Close()
+	seat := lock.Key("seat", "A12")
+	lease, err := locker.Acquire(ctx, seat)
+	if err != nil {
+		panic(err)
+	}
+
+	// A job that finds the seat busy does not wait in the queue: it asks to
+	// be told, and goes away.
+	held, _ := locker.Want(ctx, seat)
+	fmt.Println("held, so marked:", held)
+
+	if err := lease.Release(ctx); err != nil {
+		panic(err)
+	}
+	for _, r := range lease.Wanted() {
+		fmt.Println("tell whoever wanted", r)
+		// ... once told, or once nobody is left to tell:
+		_ = lease.ClearWanted(ctx, r)
+	}
+	// Output:
+	// held, so marked: true
+	// tell whoever wanted seat:A12
+}
