@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnstilehq/turnstile/lock"
 )
@@ -17,7 +18,7 @@ import (
 func clearOTelEnv(t *testing.T) {
 	t.Helper()
 	// autoexport treats an empty variable as unset.
-	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"} {
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER"} {
 		t.Setenv(k, "")
 	}
 }
@@ -42,10 +43,20 @@ func TestSetup_DefaultsToNone(t *testing.T) {
 	require.Equal(t, "none", p.tracesExporter)
 	require.Equal(t, "none", p.metricsExporter)
 
-	// Spans still get valid contexts, so propagation works without export.
-	_, span := p.TracerProvider().Tracer("test").Start(t.Context(), "x")
+	// Spans still get valid contexts, so propagation works without export,
+	// but are not recorded unless a sampled parent asks for it.
+	tracer := p.TracerProvider().Tracer("test")
+	_, span := tracer.Start(t.Context(), "x")
 	require.True(t, span.SpanContext().IsValid())
+	require.False(t, span.IsRecording())
 	span.End()
+	parent := trace.ContextWithRemoteSpanContext(t.Context(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, Remote: true,
+	}))
+	_, child := tracer.Start(parent, "y")
+	require.True(t, child.SpanContext().IsSampled())
+	require.Equal(t, trace.TraceID{1}, child.SpanContext().TraceID())
+	child.End()
 
 	ctx := WithTaskType(t.Context(), testTask)
 	NewMetrics(p.MeterProvider()).BusyRetry(ctx, testOrder)
