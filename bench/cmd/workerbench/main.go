@@ -11,13 +11,18 @@
 //     and the time until the last hot task is done with the serial ideal:
 //     -hot holds back to back in one goroutine, measured in the same run.
 //
+// The throughput phases also report the CPU time per task of this process
+// (the worker) and of redis-server, which say where a lower throughput
+// comes from on a machine whose cores the two share.
+//
 // Every phase runs -rounds times, interleaved, and the medians are
 // reported. Usage, from the repository root or from bench/:
 //
 //	go run ./bench/cmd/workerbench [-rounds 3] [-json]
 //
 // With -json the last line of stdout is one JSON object:
-// {"bare_per_s": N, "guarded_per_s": N, "guarded_ratio": R, "cold_ratio": R, "hot_vs_ideal": R}.
+// {"bare_per_s": N, "guarded_per_s": N, "guarded_ratio": R, "cold_ratio": R, "hot_vs_ideal": R,
+// "bare_worker_cpu_us": N, "bare_redis_cpu_us": N, "guarded_worker_cpu_us": N, "guarded_redis_cpu_us": N}.
 package main
 
 import (
@@ -91,6 +96,11 @@ type results struct {
 	GuardedRatio float64 `json:"guarded_ratio"`
 	ColdRatio    float64 `json:"cold_ratio"`
 	HotVsIdeal   float64 `json:"hot_vs_ideal"`
+	// CPU µs per task.
+	BareWorkerCPU    float64 `json:"bare_worker_cpu_us"`
+	BareRedisCPU     float64 `json:"bare_redis_cpu_us"`
+	GuardedWorkerCPU float64 `json:"guarded_worker_cpu_us"`
+	GuardedRedisCPU  float64 `json:"guarded_redis_cpu_us"`
 }
 
 func run() (err error) {
@@ -113,19 +123,20 @@ func run() (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, tel.Shutdown(context.WithoutCancel(ctx))) }()
-	b := &bench{cfg: cfg, rdb: rdb, tel: tel}
+	b := &bench{cfg: cfg, srv: srv, rdb: rdb, tel: tel}
 
-	var bare, guarded, coldAlone, coldWithHot, hotRatio []float64
+	var bare, guarded []throughput
+	var coldAlone, coldWithHot, hotRatio []float64
 	for round := range cfg.rounds {
-		perS, err := b.throughput(ctx, false)
+		t, err := b.throughput(ctx, false)
 		if err != nil {
 			return err
 		}
-		bare = append(bare, perS)
-		if perS, err = b.profiled(round == 0, func() (float64, error) { return b.throughput(ctx, true) }); err != nil {
+		bare = append(bare, t)
+		if t, err = b.profiled(round == 0, func() (throughput, error) { return b.throughput(ctx, true) }); err != nil {
 			return err
 		}
-		guarded = append(guarded, perS)
+		guarded = append(guarded, t)
 		alone, _, err := b.hotKey(ctx, 0)
 		if err != nil {
 			return err
@@ -138,14 +149,20 @@ func run() (err error) {
 		coldWithHot = append(coldWithHot, withHot)
 		ideal := serialIdeal(cfg.hot, cfg.hold)
 		hotRatio = append(hotRatio, hotTime.Seconds()/ideal.Seconds())
-		progress("round %d: bare %.0f/s, guarded %.0f/s (%.2f); cold %.0f/s alone, %.0f/s beside the hot key (%.2f); hot key %s for an ideal %s (%.2fx)",
-			round+1, bare[round], guarded[round], guarded[round]/bare[round],
+		progress("round %d: bare %s, guarded %s (%.2f); cold %.0f/s alone, %.0f/s beside the hot key (%.2f); hot key %s for an ideal %s (%.2fx)",
+			round+1, bare[round], guarded[round], guarded[round].perS/bare[round].perS,
 			alone, withHot, withHot/alone, hotTime.Round(time.Millisecond), ideal.Round(time.Millisecond), hotRatio[round])
 	}
-	r := results{BarePerS: median(bare), GuardedPerS: median(guarded), ColdRatio: ratioOfMedians(coldWithHot, coldAlone), HotVsIdeal: median(hotRatio)}
+	r := results{
+		BarePerS: medianOf(bare, throughput.rate), GuardedPerS: medianOf(guarded, throughput.rate),
+		ColdRatio: ratioOfMedians(coldWithHot, coldAlone), HotVsIdeal: median(hotRatio),
+		BareWorkerCPU: medianOf(bare, throughput.workerCPU), BareRedisCPU: medianOf(bare, throughput.redisCPU),
+		GuardedWorkerCPU: medianOf(guarded, throughput.workerCPU), GuardedRedisCPU: medianOf(guarded, throughput.redisCPU),
+	}
 	r.GuardedRatio = r.GuardedPerS / r.BarePerS
-	fmt.Printf("bare asynq        %8.0f tasks/s\n", r.BarePerS)
-	fmt.Printf("guarded           %8.0f tasks/s  %.2f of bare (target >= 0.9)\n", r.GuardedPerS, r.GuardedRatio)
+	fmt.Printf("bare asynq        %8.0f tasks/s  cpu per task: worker %.0f µs, redis %.0f µs\n", r.BarePerS, r.BareWorkerCPU, r.BareRedisCPU)
+	fmt.Printf("guarded           %8.0f tasks/s  cpu per task: worker %.0f µs, redis %.0f µs\n", r.GuardedPerS, r.GuardedWorkerCPU, r.GuardedRedisCPU)
+	fmt.Printf("                  %8.2f of bare (target >= 0.9)\n", r.GuardedRatio)
 	fmt.Printf("cold beside hot   %8.2f of cold alone (target >= 0.8)\n", r.ColdRatio)
 	fmt.Printf("hot key           %8.2fx its serial ideal (target <= 1.5)\n", r.HotVsIdeal)
 	if cfg.json {
@@ -160,6 +177,7 @@ func run() (err error) {
 
 type bench struct {
 	cfg config
+	srv *redisserver.Server
 	rdb *redis.Client
 	tel *telemetry.Providers
 }
@@ -203,19 +221,38 @@ func (c *counter) handler(wantHot, wantCold int64) asynq.HandlerFunc {
 	}
 }
 
+// throughput is what one throughput phase measured.
+type throughput struct {
+	perS          float64
+	worker, redis time.Duration // CPU per task
+}
+
+func (t throughput) rate() float64      { return t.perS }
+func (t throughput) workerCPU() float64 { return float64(t.worker) / float64(time.Microsecond) }
+func (t throughput) redisCPU() float64  { return float64(t.redis) / float64(time.Microsecond) }
+
+func (t throughput) String() string {
+	return fmt.Sprintf("%.0f/s (cpu per task: worker %.0f µs, redis %.0f µs)", t.perS, t.workerCPU(), t.redisCPU())
+}
+
 // throughput runs cfg.tasks no-op tasks on distinct keys, bare or behind
-// the worker's middleware chain, and returns tasks per second.
-func (b *bench) throughput(ctx context.Context, guarded bool) (float64, error) {
+// the worker's middleware chain.
+func (b *bench) throughput(ctx context.Context, guarded bool) (throughput, error) {
 	tasks := make([]payload, b.cfg.tasks)
 	for i := range tasks {
 		tasks[i] = payload{Key: "k" + strconv.Itoa(i)}
 	}
 	c := &counter{}
-	start, err := b.process(ctx, tasks, c.handler(0, int64(len(tasks))), guarded, func() bool { return c.cold.Load() == int64(len(tasks)) })
+	ph, err := b.process(ctx, tasks, c.handler(0, int64(len(tasks))), guarded, func() bool { return c.cold.Load() == int64(len(tasks)) })
 	if err != nil {
-		return 0, err
+		return throughput{}, err
 	}
-	return float64(len(tasks)) / time.Duration(c.coldEnd.Load()-start.UnixNano()).Seconds(), nil
+	n := time.Duration(len(tasks))
+	return throughput{
+		perS:   float64(len(tasks)) / time.Duration(c.coldEnd.Load()-ph.start.UnixNano()).Seconds(),
+		worker: ph.workerCPU / n,
+		redis:  ph.redisCPU / n,
+	}, nil
 }
 
 // hotKey runs cfg.tasks cold tasks and hot tasks on one key, guarded, each
@@ -234,28 +271,34 @@ func (b *bench) hotKey(ctx context.Context, hot int) (float64, time.Duration, er
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
 	c := &counter{}
 	wantCold := int64(b.cfg.tasks)
-	start, err := b.process(ctx, tasks, c.handler(int64(hot), wantCold), true, func() bool {
+	ph, err := b.process(ctx, tasks, c.handler(int64(hot), wantCold), true, func() bool {
 		return c.cold.Load() == wantCold && c.hot.Load() == int64(hot)
 	})
 	if err != nil {
 		return 0, 0, err
 	}
-	cold := float64(wantCold) / time.Duration(c.coldEnd.Load()-start.UnixNano()).Seconds()
-	return cold, time.Duration(c.hotEnd.Load() - start.UnixNano()), nil
+	cold := float64(wantCold) / time.Duration(c.coldEnd.Load()-ph.start.UnixNano()).Seconds()
+	return cold, time.Duration(c.hotEnd.Load() - ph.start.UnixNano()), nil
 }
 
 // phaseTimeout bounds one phase; a guard that lost wake-ups would hang.
 const phaseTimeout = 5 * time.Minute
 
+// phase is when a server started on a phase's tasks and the CPU time the
+// worker process and redis-server used until they were done.
+type phase struct {
+	start               time.Time
+	workerCPU, redisCPU time.Duration
+}
+
 // process empties Redis, enqueues tasks, starts a server (bare or the
-// worker) and waits until done reports true. It returns when the server
-// started.
-func (b *bench) process(ctx context.Context, tasks []payload, h asynq.HandlerFunc, guarded bool, done func() bool) (time.Time, error) {
+// worker) and waits until done reports true.
+func (b *bench) process(ctx context.Context, tasks []payload, h asynq.HandlerFunc, guarded bool, done func() bool) (phase, error) {
 	if err := b.rdb.FlushAll(ctx).Err(); err != nil { // our own server
-		return time.Time{}, err
+		return phase{}, err
 	}
 	if err := b.enqueue(ctx, tasks); err != nil {
-		return time.Time{}, err
+		return phase{}, err
 	}
 	cfg := worker.DefaultConfig()
 	cfg.Concurrency = b.cfg.concurrency
@@ -272,7 +315,7 @@ func (b *bench) process(ctx context.Context, tasks []payload, h asynq.HandlerFun
 			TaskTypes: []worker.TaskType{{Type: taskType, Handler: h, Keys: keys}},
 		})
 		if err != nil {
-			return time.Time{}, err
+			return phase{}, err
 		}
 		startFn, shutdownFn = w.Start, w.Shutdown
 	} else {
@@ -286,21 +329,29 @@ func (b *bench) process(ctx context.Context, tasks []payload, h asynq.HandlerFun
 		startFn = func() error { return srv.Start(mux) }
 		shutdownFn = func(context.Context) error { srv.Shutdown(); return nil }
 	}
-	start := time.Now()
+	redis0, err := b.srv.CPU(ctx)
+	if err != nil {
+		return phase{}, err
+	}
+	ph := phase{start: time.Now()}
+	worker0 := processCPU()
 	if err := startFn(); err != nil {
-		return time.Time{}, err
+		return phase{}, err
 	}
 	deadline := time.After(phaseTimeout)
 	for !done() {
 		select {
 		case <-ctx.Done():
-			return time.Time{}, errors.Join(context.Cause(ctx), shutdownFn(context.WithoutCancel(ctx)))
+			return phase{}, errors.Join(context.Cause(ctx), shutdownFn(context.WithoutCancel(ctx)))
 		case <-deadline:
-			return time.Time{}, errors.Join(fmt.Errorf("phase not done after %s", phaseTimeout), shutdownFn(context.WithoutCancel(ctx)))
+			return phase{}, errors.Join(fmt.Errorf("phase not done after %s", phaseTimeout), shutdownFn(context.WithoutCancel(ctx)))
 		case <-time.After(time.Millisecond):
 		}
 	}
-	return start, shutdownFn(ctx)
+	ph.workerCPU = processCPU() - worker0
+	redis1, err := b.srv.CPU(ctx)
+	ph.redisCPU = redis1 - redis0
+	return ph, errors.Join(err, shutdownFn(ctx))
 }
 
 // enqueue enqueues tasks from a few goroutines; it is not measured.
@@ -335,18 +386,18 @@ func (b *bench) enqueue(ctx context.Context, tasks []payload) error {
 
 // profiled runs phase under the CPU profiler when -cpuprofile is set and
 // on is true.
-func (b *bench) profiled(on bool, phase func() (float64, error)) (float64, error) {
+func (b *bench) profiled(on bool, run func() (throughput, error)) (throughput, error) {
 	if !on || b.cfg.cpuProfile == "" {
-		return phase()
+		return run()
 	}
 	f, err := os.Create(b.cfg.cpuProfile)
 	if err != nil {
-		return 0, err
+		return throughput{}, err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		return 0, errors.Join(err, f.Close())
+		return throughput{}, errors.Join(err, f.Close())
 	}
-	v, err := phase()
+	v, err := run()
 	pprof.StopCPUProfile()
 	return v, errors.Join(err, f.Close())
 }
@@ -371,6 +422,14 @@ func median(xs []float64) float64 {
 }
 
 func ratioOfMedians(a, b []float64) float64 { return median(a) / median(b) }
+
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	vs := make([]float64, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	return median(vs)
+}
 
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "workerbench: "+format+"\n", args...)
