@@ -266,9 +266,14 @@ type acquireReply struct {
 	fences []int64
 }
 
-func (n *node) acquire(ctx context.Context, keys []string, token string, o Options, channel string) (acquireReply, error) {
-	v, err := n.pipe.Run(ctx, acquireScript, keys, token, n.receivers,
-		o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel).Slice()
+// acquire runs acquireScript; queued says the caller may already be in a
+// queue, from an earlier attempt.
+func (n *node) acquire(ctx context.Context, keys []string, token string, o Options, channel string, queued bool) (acquireReply, error) {
+	args := []any{token, n.receivers, o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel}
+	if queued {
+		args = append(args, "1")
+	}
+	v, err := n.pipe.Run(ctx, acquireScript, keys, args...).Slice()
 	if err != nil {
 		return acquireReply{}, fmt.Errorf("lock: acquire: %w", err)
 	}

@@ -50,7 +50,7 @@ func (a *acquisition) quorumOnce(ctx context.Context) error {
 	)
 	sent := time.Now()
 	s.each(nctx, func(ctx context.Context, n *node) {
-		r, err := n.acquire(ctx, a.keys, a.token, Options{TTL: o.TTL}, "")
+		r, err := n.acquire(ctx, a.keys, a.token, Options{TTL: o.TTL}, "", false)
 		mu.Lock()
 		defer mu.Unlock()
 		a.attempts++

@@ -383,3 +383,35 @@ func TestLocker_HandsOverInProcessWithoutPublish(t *testing.T) {
 		require.NoError(t, waiter.Close())
 	}
 }
+
+// A free resource is taken without a look at its queue, which is safe
+// because a release always hands it on: only an expired holder leaves a
+// queue behind a free lock, and the head's retry at the holder's TTL must
+// then take it and leave the line.
+func TestLocker_QueueMovesOnAfterHolderExpires(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	key := lock.Key("expired", 1)
+	lockKey := lock.DefaultPrefix + "{" + key.String() + "}"
+	crashed, err := lock.New(srv.Client(t), lock.Config{TTL: 300 * time.Millisecond})
+	require.NoError(t, err)
+	gone, err := crashed.Acquire(t.Context(), key) // never released
+	require.NoError(t, err)
+
+	waiter, err := lock.New(srv.Client(t), lock.Config{Wait: 10 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = waiter.Close() })
+	got := make(chan *lock.Lease, 1)
+	go func() {
+		l, err := waiter.Acquire(t.Context(), key)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	waitQueued(t, rdb, lockKey, 1)
+	lease := receive(t, got)
+	require.Less(t, time.Since(gone.AcquiredAt()), 2*time.Second, "the waiter outwaited the expired holder by far")
+	require.Greater(t, lease.Fence(key), gone.Fence(key))
+	require.Zero(t, rdb.Exists(t.Context(), lockKey+":queue").Val(), "the waiter stayed in line")
+	require.NoError(t, lease.Release(t.Context()))
+}

@@ -75,10 +75,13 @@ end
 // release always hands the resource to the queue's head, so a free
 // resource has a queue only when its holder's TTL ran out, and then the
 // head's retry at that TTL hands it on. A caller arriving in between gets
-// ahead of the queue once, and the common case saves a call.
+// ahead of the queue once, and the common case saves a call. A retry may
+// itself be in the queue, and must leave it as it takes the resource: it
+// goes the long way, through the hand-off.
 //
 //	ARGV[3] -> ttl ms  ARGV[4] -> wait ms (0: try once, all or none)
 //	ARGV[5] -> the caller's channel (when waiting)
+//	ARGV[6] -> present when the caller may be queued (a waiting retry)
 //
 // Returns {1, fence...}: every resource acquired, or
 // {0, i, pttl, owner, fence...}: resource i is held by another for pttl ms
@@ -88,7 +91,7 @@ end
 var acquireScript = redis.NewScript(prelude + `
 local token, ttl, wait = ARGV[1], ARGV[3], tonumber(ARGV[4])
 local n = #KEYS / 4
-if n == 1 and redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
+if n == 1 and not ARGV[6] and redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
   return {1, bump(KEYS[2])}
 end
 local mine, busy, pttl, owner = {}, nil, 0, ''

@@ -19,7 +19,7 @@ func (a *acquisition) single(ctx context.Context) error {
 	if o.Wait <= 0 {
 		sent := time.Now()
 		a.attempts++
-		r, err := n.acquire(ctx, a.keys, a.token, o, "")
+		r, err := n.acquire(ctx, a.keys, a.token, o, "", false)
 		if err != nil {
 			return err
 		}
@@ -53,7 +53,7 @@ func (a *acquisition) single(ctx context.Context) error {
 	for {
 		sent := time.Now()
 		a.attempts++
-		r, err := n.acquire(ctx, a.keys[keysPer*held:], a.token, o, n.hub.channel)
+		r, err := n.acquire(ctx, a.keys[keysPer*held:], a.token, o, n.hub.channel, a.attempts > 1)
 		lastErr = err
 		if err == nil {
 			copy(a.fences[held:], r.fences)
