@@ -117,9 +117,10 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 		traceOpts = append(traceOpts, sdktrace.WithBatcher(spanExporter))
 		p.tracesExporter = os.Getenv("OTEL_TRACES_EXPORTER")
 	} else {
-		// Nothing reads a recorded span, and recording costs a guarded task
-		// a sixth of its CPU. Unsampled spans still get IDs, and a sampled
-		// parent's children stay sampled for the services downstream.
+		// Nothing would read a recorded span, and recording them all is a
+		// real share of a guarded task's CPU. Unsampled spans still get IDs,
+		// and a sampled parent's children stay sampled for the services
+		// downstream.
 		traceOpts = append(traceOpts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
 	meterOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
