@@ -91,13 +91,16 @@ end
 var acquireScript = redis.NewScript(prelude + `
 local token, ttl, wait = ARGV[1], ARGV[3], tonumber(ARGV[4])
 local n = #KEYS / 4
-if n == 1 and not ARGV[6] and redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
-  return {1, bump(KEYS[2])}
+local first -- the holder the fast path found, saving the loop a GET
+if n == 1 and not ARGV[6] then
+  first = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
+  if not first then return {1, bump(KEYS[2])} end
 end
 local mine, busy, pttl, owner = {}, nil, 0, ''
 for i = 1, n do
   local lk = KEYS[4*i-3]
-  local holder = redis.call('GET', lk)
+  local holder = first or redis.call('GET', lk)
+  first = nil
   if holder == token then
     mine[i] = true
   elseif not holder then
@@ -121,7 +124,9 @@ if not busy then return {1, unpack(fences)} end
 if wait > 0 then
   local qk = KEYS[4*busy-1]
   redis.call('ZADD', qk, 'NX', now(), token .. '|' .. ARGV[5] .. '|' .. ttl .. '|' .. ARGV[4])
-  if redis.call('PTTL', qk) < wait then redis.call('PEXPIRE', qk, wait) end
+  -- The queue lives as long as its longest wait: GT lengthens its TTL, and
+  -- NX gives a new queue, which has none, its first.
+  if redis.call('PEXPIRE', qk, wait, 'GT') == 0 then redis.call('PEXPIRE', qk, wait, 'NX') end
 end
 return {0, busy, pttl, owner, unpack(fences)}
 `)
@@ -145,18 +150,20 @@ for i = 1, n do
   marks[i] = ''
   if ARGV[3] ~= '' then redis.call('ZREM', qk, ARGV[3]) end
   if redis.call('GET', lk) == ARGV[1] then
-    redis.call('DEL', lk)
     released = released + 1
     -- Most releases find neither a queue nor a mark: one call tells.
     local found = redis.call('EXISTS', qk, wk)
+    local tok, f, popped
     if found > 0 then
-      local tok, f, popped = handoff(lk, KEYS[4*i-2], qk, ARGV[4])
+      tok, f, popped = handoff(lk, KEYS[4*i-2], qk, ARGV[4])
       if f then
         grants[#grants+1], grants[#grants+2], grants[#grants+3] = tok, f, lk
       end
       -- One of the two was there; read the mark unless it was the queue.
       if found == 2 or not (tok or popped) then marks[i] = redis.call('GET', wk) or '' end
     end
+    -- A hand-off has overwritten the lock with the next holder's token.
+    if not tok or tok == ARGV[1] then redis.call('DEL', lk) end
   end
 end
 local out = {released}
