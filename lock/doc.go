@@ -1,5 +1,6 @@
 // Package lock provides leases on resources kept in Redis: mutual exclusion
-// across processes with tight TTLs, fencing tokens and fair hand-off.
+// across processes with tight TTLs, fencing tokens and fair hand-off. It
+// needs Redis 7.0 or later, whose SET takes NX with GET.
 //
 //	locker, err := lock.New(rdb, lock.Config{TTL: 10 * time.Second, Wait: time.Second})
 //	if err != nil {
