@@ -52,19 +52,32 @@ func newLease(ctx context.Context, a *acquisition) *Lease {
 		validUntil: a.validUntil,
 		done:       make(chan struct{}),
 	}
-	if a.l.opts.Refresh {
-		// WithoutCancel: the lease outlives the Acquire call's context; Release
-		// or a lost lease stops the refresher.
-		var rctx context.Context
-		rctx, l.stop = context.WithCancel(context.WithoutCancel(ctx))
-		l.stopped = make(chan struct{})
-		go l.refresh(rctx)
-	} else {
-		l.expiry = time.AfterFunc(time.Until(a.validUntil), func() {
-			l.lose(context.WithoutCancel(ctx), ErrNotHeld)
-		})
-	}
+	l.startTimers(ctx, a.l.opts.Refresh, l.ttl/3)
 	return l
+}
+
+// startTimers starts what ends the lease when it can no longer prove
+// ownership: the refresher, first due after first, or the expiry timer.
+// Called by newLease, and by a Release that failed, since the lock it
+// could not delete still runs out.
+func (l *Lease) startTimers(ctx context.Context, refresh bool, first time.Duration) {
+	// WithoutCancel: the lease outlives the context of the call that
+	// started it; Release or a lost lease stops the timers.
+	ctx = context.WithoutCancel(ctx)
+	if refresh {
+		var rctx context.Context
+		rctx, l.stop = context.WithCancel(ctx)
+		l.stopped = make(chan struct{})
+		go l.refresh(rctx, first)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.expiry != nil {
+		l.expiry.Reset(time.Until(l.validUntil))
+		return
+	}
+	l.expiry = time.AfterFunc(time.Until(l.validUntil), func() { l.lose(ctx, ErrNotHeld) })
 }
 
 // Resources returns the leased resources, sorted.
@@ -117,11 +130,17 @@ func (l *Lease) Err() error {
 }
 
 // Extend resets the TTL of every resource to ttl (the lease's TTL if zero)
-// when the lease still holds them all. It returns ErrNotHeld, and ends the
-// lease, when it does not; Redis errors are wrapped and leave it as it was.
+// when the lease still holds them all, and changes none otherwise. It
+// returns ErrNotHeld, and ends the lease, when it does not; Redis errors
+// are wrapped and leave it as it was. A ttl under a millisecond (negative
+// included) is refused with an error.
 func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
-	if ttl <= 0 {
+	switch {
+	case ttl == 0:
 		ttl = l.ttl
+	case ttl < time.Millisecond:
+		// Redis would take PEXPIRE 0 as "delete now".
+		return fmt.Errorf("lock: extend: TTL %s is under 1ms", ttl)
 	}
 	l.mu.Lock()
 	ended := l.ended
@@ -161,6 +180,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.released {
 		return nil
 	}
+	refreshing := l.stop != nil
 	l.stopTimers()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
@@ -169,6 +189,11 @@ func (l *Lease) Release(ctx context.Context) error {
 		Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
 	})
 	if err != nil && !errors.Is(err, ErrNotHeld) {
+		// The lock is still there, ours until its TTL: keep the clock
+		// running, so that Done still closes when it can run out, and keep
+		// refreshing a refreshing lease, as a holder that has not released
+		// expects.
+		l.startTimers(ctx, refreshing, min(l.ttl/3, l.TTL()/2))
 		return err
 	}
 	l.released, l.marks = true, marks
@@ -235,10 +260,10 @@ func (l *Lease) lockKeys() []string {
 // refresh extends the lease every third of its TTL. A Redis error is
 // retried until the lease's validity runs out; Done closes then, before
 // Redis can expire the lock.
-func (l *Lease) refresh(ctx context.Context) {
+func (l *Lease) refresh(ctx context.Context, first time.Duration) {
 	defer close(l.stopped)
 	interval := l.ttl / 3
-	next := time.NewTimer(interval)
+	next := time.NewTimer(first)
 	defer next.Stop()
 	for {
 		select {
@@ -295,13 +320,17 @@ func (l *Lease) expire(ctx context.Context, left time.Duration) {
 	}
 }
 
+// stopTimers stops what startTimers started. Called with releaseMu held.
 func (l *Lease) stopTimers() {
+	l.mu.Lock()
 	if l.expiry != nil {
 		l.expiry.Stop()
 	}
+	l.mu.Unlock()
 	if l.stop != nil {
 		l.stop()
 		<-l.stopped
+		l.stop, l.stopped = nil, nil
 	}
 }
 

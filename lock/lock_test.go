@@ -412,6 +412,124 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.Zero(t, b.rdb.Exists(ctx, lockKey).Val())
 	})
 
+	// Issue 12, item 1: after a failover or a restore that lost recent
+	// writes, the fence counter comes back stale, not missing. The next
+	// fence must still exceed every fence handed out.
+	t.Run("FenceOutrunsAStaleCounter", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		handed := lease.Fence(key)
+		// The shape a lost write leaves: the counter one below the fence
+		// handed out, and no lock.
+		require.NoError(t, b.rdb.Set(ctx, lockKey+":fence", handed-1, 0).Err())
+		require.NoError(t, b.rdb.Del(ctx, lockKey).Err())
+
+		next, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		require.Greater(t, next.Fence(key), handed, "a fence was handed out twice")
+		require.NoError(t, next.Release(ctx))
+		require.ErrorIs(t, lease.Release(ctx), lock.ErrNotHeld)
+	})
+
+	// Issue 12, item 14: PEXPIRE 0 deletes a key.
+	t.Run("ExtendRefusesATTLUnder1ms", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		lease, err := b.locker.Acquire(ctx, key)
+		require.NoError(t, err)
+		err = lease.Extend(ctx, 500*time.Microsecond)
+		require.Error(t, err)
+		require.NotErrorIs(t, err, lock.ErrNotHeld)
+		require.NoError(t, lease.Err())
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lockKey).Val(), "the lock was deleted")
+		require.NoError(t, lease.Release(ctx))
+	})
+
+	// Issue 12, item 11: Extend resets the TTLs only when the lease still
+	// holds every resource.
+	t.Run("ExtendIsAllOrNone", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: 10 * time.Second})
+		ctx := t.Context()
+		k1, k2 := lock.Key("k", 1), lock.Key("k", 2)
+		lease, err := b.locker.Acquire(ctx, k1, k2)
+		require.NoError(t, err)
+		// Someone else now holds k1 (the lease's lock on it ran out and
+		// was taken).
+		k1Key := lock.DefaultPrefix + "{k:1}"
+		require.NoError(t, b.rdb.Set(ctx, k1Key, "someone-else", 10*time.Second).Err())
+
+		require.ErrorIs(t, lease.Extend(ctx, time.Hour), lock.ErrNotHeld)
+		require.LessOrEqual(t, b.rdb.PTTL(ctx, lock.DefaultPrefix+"{k:2}").Val(), 10*time.Second,
+			"k2's TTL was extended although the lease no longer held k1")
+		require.LessOrEqual(t, b.rdb.PTTL(ctx, k1Key).Val(), 10*time.Second)
+		require.ErrorIs(t, lease.Release(ctx), lock.ErrNotHeld)
+	})
+
+	// Issue 12, item 12: a Release that fails keeps the token, so the
+	// lease still runs out with its TTL and must say so.
+	t.Run("FailedReleaseKeepsTheClockRunning", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		flaky := b.client(t)
+		t.Cleanup(func() { _ = flaky.Close() })
+		down := &failingHook{}
+		flaky.AddHook(down)
+		obs := &recorder{}
+		l, err := lock.New(flaky, lock.Config{TTL: 200 * time.Millisecond, Observer: obs})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		lease, err := l.Acquire(ctx, key)
+		require.NoError(t, err)
+
+		down.fail.Store(true)
+		require.ErrorIs(t, lease.Release(ctx), errDown)
+		select {
+		case <-lease.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("Done stayed open past the TTL after a failed release")
+		}
+		require.ErrorIs(t, lease.Err(), lock.ErrNotHeld)
+		require.Zero(t, lease.TTL())
+		obs.mu.Lock()
+		require.Len(t, obs.lost, 1, "no lost-lease event")
+		obs.mu.Unlock()
+		down.fail.Store(false)
+	})
+
+	t.Run("FailedReleaseKeepsTheRefresherRunning", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		flaky := b.client(t)
+		t.Cleanup(func() { _ = flaky.Close() })
+		down := &failingHook{}
+		flaky.AddHook(down)
+		l, err := lock.New(flaky, lock.Config{TTL: 300 * time.Millisecond, Refresh: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		lease, err := l.Acquire(ctx, key)
+		require.NoError(t, err)
+
+		down.fail.Store(true)
+		require.ErrorIs(t, lease.Release(ctx), errDown)
+		down.fail.Store(false)
+		// The refresher is back: it keeps the lease past several TTLs.
+		select {
+		case <-lease.Done():
+			t.Fatalf("the lease ended after a failed release: %v", lease.Err())
+		case <-time.After(time.Second):
+		}
+		require.NoError(t, lease.Err())
+		require.NoError(t, lease.Release(ctx))
+		requireClosed(t, lease.Done())
+	})
+
 	t.Run("ObserverSeesOutcomes", func(t *testing.T) {
 		t.Parallel()
 		obs := &recorder{}
@@ -434,4 +552,31 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.Len(t, obs.released, 1)
 		require.NoError(t, obs.released[0].Err)
 	})
+}
+
+func TestNew_RefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	_, rdb := redistest.MiniClient(t)
+	for _, tc := range []struct {
+		name string
+		cfg  lock.Config
+		want string
+	}{
+		{"TTLUnder1ms", lock.Config{TTL: time.Microsecond}, "TTL"},
+		{"NegativeWait", lock.Config{Wait: -time.Second}, "Wait"},
+		{"PrefixWithBrace", lock.Config{Prefix: "a{b}:"}, "Prefix"},
+		// Issue 12, item 9: a '|' in the prefix, and so in the waiters'
+		// channel, breaks their queue entries: every waiter was dropped as
+		// dead and the hand-off silently stopped.
+		{"PrefixWithBar", lock.Config{Prefix: "a|b:"}, "Prefix"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l, err := lock.New(rdb, tc.cfg)
+			if err == nil {
+				_ = l.Close()
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
 }

@@ -36,7 +36,7 @@ type Config struct {
 	// Release; see Lease.Done.
 	Refresh bool
 	// Prefix starts every Redis key and channel the Locker uses. It must not
-	// contain '{' or '}'. Defaults to DefaultPrefix.
+	// contain '{', '}' or '|'. Defaults to DefaultPrefix.
 	Prefix string
 	// Observer is told about acquisitions, releases and lost leases.
 	Observer Observer
@@ -132,8 +132,10 @@ func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 		return nil, err
 	}
 	prefix := cmp.Or(cfg.Prefix, DefaultPrefix)
-	if strings.ContainsAny(prefix, "{}") {
-		return nil, fmt.Errorf("lock: Prefix %q contains a brace", prefix)
+	if strings.ContainsAny(prefix, "{}|") {
+		// Braces would move the hash tag; '|' separates the fields of
+		// waiters' queue entries, which name the prefixed channel.
+		return nil, fmt.Errorf("lock: Prefix %q contains '{', '}' or '|'", prefix)
 	}
 	s := &shared{prefix: prefix, observer: cfg.Observer, quorum: len(clients)/2 + 1}
 	if s.observer == nil {

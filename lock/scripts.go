@@ -21,13 +21,16 @@ import "github.com/redis/go-redis/v9"
 // waiter on the releasing Locker's own channel (here) is alive by
 // definition: the grant goes back to the caller instead, one hop shorter.
 //
-// The fence is an INCR of a counter that never expires: one small string
-// per resource ever locked. A missing counter (first use, or lost with
-// Redis's data after a restart without persistence or a failover) starts at
-// the server time in µs. A counter started at time T0 and bumped once per
-// acquisition stays below the clock unless it averaged more than one
-// acquisition per µs, so a restarted counter still exceeds every fence
-// handed out before, as long as the server clock does not step back.
+// The fence is max(INCR of the counter, server time in µs), written back,
+// on a counter that never expires: one small string per resource ever
+// locked. After a restart or a failover that lost recent writes the
+// counter comes back missing or stale (a replica that never saw the last
+// bumps), not ahead; but every fence handed out was at most the clock of
+// its moment (or the counter, which runs ahead of the clock only while
+// acquisitions average more than one per µs), so the next fence, at least
+// the clock of a later moment, exceeds them all, as long as the servers'
+// clocks do not step back by more than the time a failover takes. The
+// price is a TIME and a SET in every bump.
 const prelude = `
 local now_us
 local function now()
@@ -40,7 +43,7 @@ end
 
 local function bump(fk)
   local f = redis.call('INCR', fk)
-  if f == 1 then
+  if f < now() then
     f = now()
     redis.call('SET', fk, string.format('%.0f', f))
   end
@@ -194,19 +197,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// extendScript resets the TTL of every lock the token still holds.
+// extendScript resets the TTL of every lock when the token still holds
+// them all, and changes nothing otherwise: a lease that lost one resource
+// has ended, and must not keep the others longer.
 //
 //	KEYS[i] -> lock key
-//	ARGV[1] -> token  ARGV[2] -> ttl ms
+//	ARGV[1] -> token  ARGV[2] -> ttl ms (1 or more: PEXPIRE 0 deletes)
 //
-// Returns the number of locks the token still held.
+// Returns the number of locks extended: all of them, or 0.
 var extendScript = redis.NewScript(`
-local held = 0
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    held = held + 1
-  end
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
 end
-return held
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return #KEYS
 `)
