@@ -103,3 +103,33 @@ func (r *recorder) Lost(_ context.Context, ev lock.LostEvent) {
 type atomicCounter struct{ n atomic.Int64 }
 
 func (c *atomicCounter) next() int { return int(c.n.Add(1)) }
+
+// lostReplyHook lets the next command run on Redis, then fails it as if its
+// reply had been lost, once, when armed.
+type lostReplyHook struct{ armed atomic.Bool }
+
+func (h *lostReplyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *lostReplyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if h.armed.CompareAndSwap(true, false) {
+			cmd.SetErr(errDown)
+			return errDown
+		}
+		return err
+	}
+}
+
+func (h *lostReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.armed.CompareAndSwap(true, false) {
+			for _, c := range cmds {
+				c.SetErr(errDown)
+			}
+			return errDown
+		}
+		return err
+	}
+}

@@ -530,6 +530,33 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		requireClosed(t, lease.Done())
 	})
 
+	// Issue 12, item 8: a try-once Acquire whose script ran but whose reply
+	// was lost (a read timeout, a context cancelled while the batch was out)
+	// must not leave the lock held for its TTL.
+	t.Run("TryOnceErrorLeavesNothingHeld", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{TTL: time.Minute})
+		ctx := t.Context()
+		flaky := b.client(t)
+		t.Cleanup(func() { _ = flaky.Close() })
+		lost := &lostReplyHook{}
+		flaky.AddHook(lost)
+		l, err := lock.New(flaky, lock.Config{TTL: time.Minute})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+
+		// Load the script first: the failed call must be one that ran.
+		warm, err := l.Acquire(ctx, lock.Key("warm", "up"))
+		require.NoError(t, err)
+		require.NoError(t, warm.Release(ctx))
+
+		lost.armed.Store(true)
+		_, err = l.Acquire(ctx, key)
+		require.ErrorIs(t, err, errDown)
+		require.False(t, lost.armed.Load(), "the hook never saw the acquire")
+		require.Zero(t, b.rdb.Exists(ctx, lockKey).Val(), "the lock stayed held after a failed acquire")
+	})
+
 	t.Run("ObserverSeesOutcomes", func(t *testing.T) {
 		t.Parallel()
 		obs := &recorder{}

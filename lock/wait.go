@@ -21,7 +21,10 @@ func (a *acquisition) single(ctx context.Context) error {
 		a.attempts++
 		r, err := n.acquire(ctx, a.keys, a.token, o, "", false)
 		if err != nil {
-			return err
+			// The script may have run, and taken every resource, with only
+			// its reply lost (a cancelled context, a read timeout): give
+			// back what the token may hold, as a cancelled wait does.
+			return errors.Join(err, a.abandon(ctx, ""))
 		}
 		if !r.ok {
 			a.noteBusy(r)
