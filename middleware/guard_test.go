@@ -46,6 +46,7 @@ type worker struct {
 	client  *asynq.Client
 	inspect *asynq.Inspector
 	guard   *middleware.Guard
+	queue   string // the first queue it serves, where enqueue puts tasks
 }
 
 // backend is the Redis a worker runs on.
@@ -65,21 +66,32 @@ type workerSetup struct {
 	rec *oteltest.Recorder
 	// hook, when set, sees every command the worker sends.
 	hook redis.Hook
+	// queues are the queues the worker serves (default "default").
+	queues []string
+	// rdb, when set, is the Redis to run on, shared with another worker;
+	// by default each worker has its own.
+	rdb redis.UniversalClient
 }
 
 func startWorker(t *testing.T, be backend, concurrency int, handler asynq.HandlerFunc, adjust ...func(*workerSetup)) *worker {
 	t.Helper()
 	ws := workerSetup{rule: middleware.Rule{
 		Type: guardedType, Keys: keysOf, MaxRetry: 3, Timeout: 10 * time.Second, TTL: 5 * time.Second,
-	}}
+	}, queues: []string{"default"}}
 	for _, f := range adjust {
 		f(&ws)
 	}
-	var rdb redis.UniversalClient
-	if be.mini {
+	rdb := ws.rdb
+	switch {
+	case rdb != nil:
+	case be.mini:
 		_, rdb = redistest.MiniClient(t)
-	} else {
+		redistest.CheckSlots(t, rdb)
+	default:
 		rdb = redistest.Server(t).Client(t)
+		// Every script the worker runs, asynq's, the lock's and the
+		// guard's, must run unchanged on Redis Cluster.
+		redistest.CheckSlots(t, rdb)
 	}
 	if ws.hook != nil {
 		rdb.(*redis.Client).AddHook(ws.hook)
@@ -93,15 +105,19 @@ func startWorker(t *testing.T, be backend, concurrency int, handler asynq.Handle
 	locker, err := lock.New(rdb, lockCfg)
 	require.NoError(t, err)
 	guard := middleware.NewGuard(locker, rdb, middleware.GuardConfig{
-		Queues:      []string{"default"},
+		Queues:      ws.queues,
 		SafetyNet:   time.Hour, // only wake-ups may bring a parked task back
 		Concurrency: concurrency,
 		Metrics:     metrics,
 	})
 	require.NoError(t, guard.Register(ws.rule))
+	queues := make(map[string]int)
+	for _, q := range ws.queues {
+		queues[q] = 1
+	}
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              concurrency,
-		Queues:                   map[string]int{"default": 1},
+		Queues:                   queues,
 		IsFailure:                middleware.IsFailure,
 		RetryDelayFunc:           guard.RetryDelay,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
@@ -125,7 +141,7 @@ func startWorker(t *testing.T, be backend, concurrency int, handler asynq.Handle
 		require.NoError(t, locker.Close())
 	})
 	return &worker{
-		rdb: rdb, guard: guard,
+		rdb: rdb, guard: guard, queue: ws.queues[0],
 		client:  asynq.NewClientFromRedisClient(rdb),
 		inspect: asynq.NewInspectorFromRedisClient(rdb),
 	}
@@ -136,7 +152,9 @@ func (w *worker) enqueue(t *testing.T, key string, opts ...asynq.Option) *asynq.
 	t.Helper()
 	b, err := json.Marshal(payload{Key: key})
 	require.NoError(t, err)
-	opts = append([]asynq.Option{asynq.MaxRetry(3), asynq.Timeout(10 * time.Second), asynq.Retention(time.Hour)}, opts...)
+	opts = append([]asynq.Option{
+		asynq.Queue(w.queue), asynq.MaxRetry(3), asynq.Timeout(10 * time.Second), asynq.Retention(time.Hour),
+	}, opts...)
 	info, err := w.client.Enqueue(asynq.NewTask(guardedType, b), opts...)
 	require.NoError(t, err)
 	return info
@@ -148,7 +166,7 @@ func (w *worker) waitState(t *testing.T, id string, state asynq.TaskState, what 
 	var ti *asynq.TaskInfo
 	waitFor(t, 10*time.Second, func() bool {
 		var err error
-		ti, err = w.inspect.GetTaskInfo("default", id)
+		ti, err = w.inspect.GetTaskInfo(w.queue, id)
 		return err == nil && ti.State == state
 	}, what)
 	return ti
