@@ -63,7 +63,8 @@ type Rule struct {
 // GuardConfig configures a Guard. The zero value is usable but for Queues.
 type GuardConfig struct {
 	// Queues are the queues the worker serves: a release wakes the tasks
-	// parked on its keys in each of them.
+	// parked on its keys in each of them, and in every other queue a task
+	// parked on them from.
 	Queues []string
 	// SlotsPerKey is how many tasks per key and process may wait for a
 	// release instead of parking (default DefaultSlotsPerKey).
@@ -221,7 +222,7 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	defer func() {
 		close(watch)
 		cancel(nil)
-		g.release(ctx, t, lease, after)
+		g.release(ctx, t, taskRef{queue, id}, lease, after)
 	}()
 	return next.ProcessTask(hctx, t)
 }
@@ -283,7 +284,7 @@ func (g *Guard) wakeDetached(ctx context.Context, queue string, r lock.Resource)
 		defer g.inflight.Done()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		defer cancel()
-		g.wake(wctx, []string{queue}, []lock.Resource{r})
+		g.wake(wctx, taskRef{}, []string{queue}, []lock.Resource{r}, false)
 	}()
 }
 
@@ -293,7 +294,7 @@ const releaseTimeout = 5 * time.Second
 // release gives the lease back on a context detached from the task's, so a
 // cancelled or timed-out task still releases, wakes the next parked task,
 // then runs the after-release work.
-func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, after *afterRelease) {
+func (g *Guard) release(ctx context.Context, t *asynq.Task, self taskRef, lease *lock.Lease, after *afterRelease) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	switch err := lease.Release(ctx); {
@@ -302,17 +303,18 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, lease *lock.Lease, a
 			slog.String("task_type", t.Type()), slog.Duration("held", time.Since(lease.AcquiredAt())))
 		// It expired unnoticed by the parked tasks: wake them as a
 		// release would.
-		g.wake(ctx, g.cfg.Queues, lease.Resources())
+		g.wake(ctx, self, g.cfg.Queues, lease.Resources(), true)
 	case err != nil:
 		// Parked tasks wake with their safety net, after the lock expires.
 		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:
 		// Only a resource that a parked task marked wanted has a list to
-		// wake. The mark stays while tasks remain parked, so each release
-		// wakes the next; the release that finds the lists empty clears it.
+		// wake, in its queues and in every queue a task parked on it from.
+		// The mark stays while tasks remain parked, so each release wakes
+		// the next; the release that finds every list empty clears it.
 		if wanted := lease.Wanted(); len(wanted) > 0 {
-			for _, r := range g.wake(ctx, g.cfg.Queues, wanted) {
+			for _, r := range g.wake(ctx, self, g.cfg.Queues, wanted, true) {
 				if err := lease.ClearWanted(ctx, r); err != nil {
 					g.log.WarnContext(ctx, "clear wanted mark", slog.String("task_type", t.Type()), slog.Any("error", err))
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,6 +27,22 @@ func parkedKey(queue string, r lock.Resource) string {
 	return "asynq:{" + queue + "}:turnstile:parked:" + r.String()
 }
 
+// parkedQueuesKey names the set of queues with tasks parked on r. A release
+// reads it to find the lists to wake, since the releasing worker may serve
+// none of those queues (payment:confirm in critical releasing an order a
+// revoke in default waits for). It lives under r's own hash tag, apart
+// from the lists, so each script touches one slot; nothing needs the two
+// atomically (see Guard.park).
+func parkedQueuesKey(r lock.Resource) string {
+	return "asynq:turnstile:parked:{" + r.String() + "}:queues"
+}
+
+// parkedTTL is how long the set naming a queue with tasks parked on a
+// resource outlives the last task parked from that queue. An entry is
+// useful only while its task waits in the retry set, at most the safety
+// net.
+func (g *Guard) parkedTTL() time.Duration { return g.cfg.SafetyNet + time.Minute }
+
 // parkScript counts a busy round on the task's hash and puts its ID at the
 // tail of the resource's parked list, once.
 //
@@ -41,19 +58,41 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 return {n, tonumber(redis.call('HGET', KEYS[2], 'turnstile_busy_since'))}
 `)
 
+// parkedInScript adds a queue to the set of queues with tasks parked on a
+// resource and renews the set's TTL.
+//
+//	KEYS[1] -> parked queues set
+//	ARGV[1] -> queue  ARGV[2] -> TTL ms
+var parkedInScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`)
+
+// parkedQueuesScript lists the queues with tasks parked on a resource. A
+// script rather than SMEMBERS so that it batches with the wake-ups.
+//
+//	KEYS[1] -> parked queues set
+var parkedQueuesScript = redis.NewScript(`
+return redis.call('SMEMBERS', KEYS[1])
+`)
+
 // wakeScript moves the first parked task that waits in the retry set to
 // the head of the pending list, as asynq's own requeue does, so the next
-// worker to dequeue runs it. Entries of tasks that are gone are dropped.
-// Tasks still active (they returned busy an instant ago and asynq has not
-// yet moved them to the retry set) keep their places at the head, and the
-// scan goes on past them, up to a bound.
+// worker to dequeue runs it. Entries of tasks that are gone are dropped,
+// and so is the entry of the releasing task, which may have run on its
+// own retry and left its ID behind. Tasks still active (they returned busy
+// an instant ago and asynq has not yet moved them to the retry set) keep
+// their places at the head, and the scan goes on past them, up to a bound.
 //
 //	KEYS[1] -> parked list  KEYS[2] -> retry set  KEYS[3] -> pending list
-//	ARGV[1] -> task key prefix
+//	ARGV[1] -> task key prefix  ARGV[2] -> releasing task's ID, or ""
 //
 // Returns 1 when it woke a task, 0 when none was parked, and 2 when only
 // active tasks were: the caller tries again shortly.
 var wakeScript = redis.NewScript(`
+if ARGV[2] ~= '' then
+  redis.call('LREM', KEYS[1], 0, ARGV[2])
+end
 local active = {}
 local woke = 0
 while #active < 32 do
@@ -108,6 +147,12 @@ func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 // park records the busy round and parks the task, or archives it when it
 // has been busy too often or too long. The returned error is the task's
 // last error in asynq: it names the key's kind, the holder and its TTL.
+//
+// A release must find every task parked on the resource, in whatever
+// queue: so the task joins its queue's list, then names the queue in the
+// resource's set of parked queues, and only then marks the resource
+// wanted. A release that reports the mark therefore reads a set that
+// names the queue, and a list that holds the task.
 func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id string, busy *lock.BusyError) error {
 	holder := describe(busy.Owner)
 	what := fmt.Sprintf("%s: %s lock busy for %s, held by %s", t.Type(), busy.Resource.Kind(), busy.TTL.Round(time.Millisecond), holder)
@@ -123,6 +168,11 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	rounds, since := v[0], time.UnixMilli(v[1])
 	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
 		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
+	}
+	if err := g.rdb.Run(ctx, parkedInScript, []string{parkedQueuesKey(busy.Resource)}, queue, g.parkedTTL().Milliseconds()).Err(); err != nil {
+		// A release in another queue's worker may miss us; our own
+		// queue's workers still find the list.
+		g.log.WarnContext(ctx, "index parked queue", slog.String("task_type", t.Type()), slog.Any("error", err))
 	}
 	// Mark the resource wanted, so that its holder's release wakes the
 	// list. A release between our failed acquire and the mark found nobody
@@ -146,19 +196,40 @@ const (
 	wakeRetryMax   = 100 * time.Millisecond
 )
 
-// wake moves the first task parked on each of resources, in each of
-// queues, to the head of its queue, and returns the resources that had no
-// task parked in any of them. It runs detached from the task's context.
-func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Resource) (unwanted []lock.Resource) {
+// taskRef names a task: the releasing one, whose stale entry a wake-up
+// drops from its queue's lists. The zero value names none.
+type taskRef struct{ queue, id string }
+
+// wake moves the first task parked on each of resources to the head of its
+// queue, in each of queues and, when indexed, in each queue the resource's
+// set of parked queues names, and returns the resources that surely had
+// no task parked in any of them. It runs detached from the task's context.
+func (g *Guard) wake(ctx context.Context, from taskRef, queues []string, resources []lock.Resource, indexed bool) (unwanted []lock.Resource) {
 	unwanted = slices.Clone(resources)
+	keep := func(r lock.Resource) {
+		unwanted = slices.DeleteFunc(unwanted, func(u lock.Resource) bool { return u == r })
+	}
 	type list struct {
 		queue string
 		res   lock.Resource
+		n     int
+		err   error
 	}
-	var lists []list
-	for _, q := range queues {
-		for _, res := range resources {
-			lists = append(lists, list{q, res})
+	var lists []*list
+	for _, res := range resources {
+		qs := queues
+		if indexed {
+			more, err := g.rdb.Run(ctx, parkedQueuesScript, []string{parkedQueuesKey(res)}).StringSlice()
+			if err != nil {
+				// A queue we do not serve may have tasks parked on res: keep
+				// its mark, so a later release tries again.
+				g.log.WarnContext(ctx, "read parked queues", slog.String("resource", res.String()), slog.Any("error", err))
+				keep(res)
+			}
+			qs = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(queues), more...))))
+		}
+		for _, q := range qs {
+			lists = append(lists, &list{queue: q, res: res})
 		}
 	}
 	pause := wakeRetryFirst
@@ -174,17 +245,28 @@ func (g *Guard) wake(ctx context.Context, queues []string, resources []lock.Reso
 			}
 			pause = min(2*pause, wakeRetryMax)
 		}
+		// One goroutine per list, so that the scripts share a flight.
+		var wg sync.WaitGroup
+		for _, l := range lists {
+			self := ""
+			if l.queue == from.queue {
+				self = from.id
+			}
+			wg.Go(func() {
+				l.n, l.err = g.rdb.Run(ctx, wakeScript, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
+					taskKeyPrefix(l.queue), self).Int()
+			})
+		}
+		wg.Wait()
 		later := lists[:0]
 		for _, l := range lists {
-			n, err := g.rdb.Run(ctx, wakeScript, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
-				taskKeyPrefix(l.queue)).Int()
-			if err != nil {
-				g.log.WarnContext(ctx, "wake parked task", slog.String("queue", l.queue), slog.Any("error", err))
+			if l.err != nil {
+				g.log.WarnContext(ctx, "wake parked task", slog.String("queue", l.queue), slog.Any("error", l.err))
 			}
-			if n != 0 || err != nil {
-				unwanted = slices.DeleteFunc(unwanted, func(r lock.Resource) bool { return r == l.res })
+			if l.n != 0 || l.err != nil {
+				keep(l.res)
 			}
-			if n == 2 {
+			if l.n == 2 {
 				later = append(later, l)
 			}
 		}

@@ -1,0 +1,73 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// holdKey takes key on w's Redis for ttl from a Locker of its own, as
+// another process would, and never gives it back before cleanup.
+func holdKey(t *testing.T, w *worker, key string, ttl time.Duration) *lock.Lease {
+	t.Helper()
+	other, err := lock.New(w.rdb, lock.Config{TTL: ttl})
+	require.NoError(t, err)
+	cron, err := other.With(lock.Options{TTL: ttl, Owner: "billing-cron"})
+	require.NoError(t, err)
+	held, err := cron.Acquire(t.Context(), lock.Key("thing", key))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := held.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+			require.NoError(t, err)
+		}
+		require.NoError(t, other.Close())
+	})
+	return held
+}
+
+// payment:confirm runs in critical, refunds and revokes in default: a task
+// parked in a queue the releasing worker does not serve must still be
+// woken by its release, within a poll or two, not at its retry delay.
+func TestGuard_ReleaseWakesParkedTasksInOtherQueues(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			started, hold := make(chan struct{}), make(chan struct{})
+			// A 30 s lock: a parked task's own retry comes after it, so only
+			// a wake-up can run it within the test's bound.
+			rule := func(ws *workerSetup) { ws.rule.TTL, ws.rule.Wait = 30*time.Second, -1 }
+			critical := startWorker(t, be, 2, func(context.Context, *asynq.Task) error {
+				close(started)
+				<-hold
+				return nil
+			}, rule, func(ws *workerSetup) { ws.queues = []string{"critical"} })
+			var ranAt atomic.Int64
+			dflt := startWorker(t, be, 2, func(context.Context, *asynq.Task) error {
+				ranAt.Store(time.Now().UnixNano())
+				return nil
+			}, rule, func(ws *workerSetup) { ws.queues, ws.rdb = []string{"default"}, critical.rdb })
+
+			critical.enqueue(t, "order-1")
+			<-started
+			parked := dflt.enqueue(t, "order-1")
+			ti := dflt.waitState(t, parked.ID, asynq.TaskStateRetry, "the task in default did not park")
+			require.Contains(t, ti.LastErr, "busy round 1")
+
+			released := time.Now()
+			close(hold)
+			waitFor(t, 5*time.Second, func() bool { return ranAt.Load() != 0 },
+				"a release in critical did not wake the task parked in default")
+			took := time.Duration(ranAt.Load() - released.UnixNano())
+			t.Logf("parked task in the other queue ran %s after the release", took.Round(time.Millisecond))
+			require.Less(t, took, 2*time.Second)
+		})
+	}
+}
