@@ -3,8 +3,12 @@ package lock
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // quorum acquires on a majority of independent masters (Redlock): try all
@@ -36,14 +40,18 @@ func (a *acquisition) quorum(ctx context.Context) error {
 	}
 }
 
+// quorumOnce tries every node once. A lease's fence for a resource is the
+// largest that the nodes it won handed out, and it is written back to
+// those nodes before the lease is returned; see raiseFences for why.
 func (a *acquisition) quorumOnce(ctx context.Context) error {
 	s, o := a.l.shared, a.l.opts
 	// A node that does not answer quickly must not eat the lease's validity.
-	nctx, cancel := context.WithTimeout(ctx, min(o.TTL/10, time.Second))
+	nodeTimeout := min(o.TTL/10, time.Second)
+	nctx, cancel := context.WithTimeout(ctx, nodeTimeout)
 	defer cancel()
 	var (
 		mu      sync.Mutex
-		won     int
+		won     = make(map[*node][]int64, len(s.nodes))
 		busy    = -1
 		nodeErr []error
 		fences  = make([]int64, len(a.resources))
@@ -58,7 +66,7 @@ func (a *acquisition) quorumOnce(ctx context.Context) error {
 		case err != nil:
 			nodeErr = append(nodeErr, err)
 		case r.ok:
-			won++
+			won[n] = r.fences
 			for i, f := range r.fences {
 				fences[i] = max(fences[i], f)
 			}
@@ -68,9 +76,15 @@ func (a *acquisition) quorumOnce(ctx context.Context) error {
 		}
 	})
 	valid := validity(sent, o.TTL)
-	if won >= s.quorum && time.Now().Before(valid) {
-		a.fences, a.validUntil = fences, valid
-		return nil
+	if len(won) >= s.quorum && time.Now().Before(valid) {
+		wctx, cancel := context.WithTimeout(ctx, nodeTimeout)
+		defer cancel()
+		raised, errs := a.raiseFences(wctx, won, fences)
+		nodeErr = append(nodeErr, errs...)
+		if raised >= s.quorum && time.Now().Before(valid) {
+			a.fences, a.validUntil = fences, valid
+			return nil
+		}
 	}
 	if err := a.abandon(ctx, ""); err != nil {
 		nodeErr = append(nodeErr, err)
@@ -80,3 +94,92 @@ func (a *acquisition) quorumOnce(ctx context.Context) error {
 	}
 	return errors.Join(nodeErr...)
 }
+
+// raiseFences makes every node won carry the lease's fences, and returns
+// how many nodes do, while the lease still holds them there.
+//
+// A node's own fence may be below the lease's, which is the largest among
+// the nodes won: counters drift apart because an attempt that wins only a
+// minority bumps the counters it won, and a node that lost its data starts
+// over from its clock. Were the fence not written back, a later lease
+// could win a majority of nodes whose counters are all behind, and get a
+// smaller fence than this one: the store would then refuse the later
+// holder's writes and accept this one's late ones.
+//
+// With the write-back, fences grow in lock order. Two leases that were
+// both returned each had a majority of nodes carry their fence, so those
+// majorities share a node; the lease that held it first raised its
+// counter to its fence while it still held the lock there, and the other
+// took the lock only once it was free, so its INCR on that node, and its
+// fence (the largest of its nodes'), is larger. That needs the counter
+// raised while the lease holds the node's lock, which the script checks,
+// and a majority of such nodes, which a node whose write-back failed (or
+// found the lock gone) does not count towards.
+//
+// A node that handed out the lease's fence already carries it: its INCR
+// ran in the script that took its lock. Once the counters agree, and they
+// do after any acquisition that won every node, no node needs the extra
+// round trip.
+func (a *acquisition) raiseFences(ctx context.Context, won map[*node][]int64, fences []int64) (int, []error) {
+	var (
+		mu      sync.Mutex
+		raised  int // by the script, counted under mu
+		already int // nodes that need no write-back
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	for n, got := range won {
+		var keys []string
+		var args []any
+		for i, f := range got {
+			if f < fences[i] {
+				keys = append(keys, a.keys[keysPer*i], a.keys[keysPer*i+1])
+				args = append(args, strconv.FormatInt(fences[i], 10))
+			}
+		}
+		if len(keys) == 0 {
+			already++
+			continue
+		}
+		wg.Go(func() {
+			ok, err := n.raiseFences(ctx, keys, a.token, args)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case ok:
+				raised++
+			}
+		})
+	}
+	wg.Wait()
+	return already + raised, errs
+}
+
+func (n *node) raiseFences(ctx context.Context, keys []string, token string, fences []any) (bool, error) {
+	v, err := n.pipe.Run(ctx, raiseFenceScript, keys, append([]any{token}, fences...)...).Int()
+	if err != nil {
+		return false, fmt.Errorf("lock: raise fence: %w", err)
+	}
+	return v == 1, nil
+}
+
+// raiseFenceScript sets fence counters to at least the given fences, while
+// the token holds every lock, for quorum mode.
+//
+//	KEYS[2i-1] -> lock key  KEYS[2i] -> its fencing counter
+//	ARGV[1] -> token        ARGV[i+1] -> the fence counter i must reach
+//
+// Returns 1, or 0 (and changes nothing) when the token no longer holds
+// one of the locks.
+var raiseFenceScript = redis.NewScript(`
+for i = 1, #KEYS / 2 do
+  if redis.call('GET', KEYS[2*i-1]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS / 2 do
+  local fk, f = KEYS[2*i], ARGV[i+1]
+  if (tonumber(redis.call('GET', fk)) or 0) < tonumber(f) then redis.call('SET', fk, f) end
+end
+return 1
+`)
