@@ -9,21 +9,24 @@
 //	addr, err := srv.Start(ctx)
 //	defer srv.Shutdown(ctx)
 //
-// It listens on 127.0.0.1 unless told otherwise. Every route that changes
-// something needs the token (Authorization: Bearer <token>), compared in
-// constant time; without a configured token those routes are refused.
+// It listens on 127.0.0.1 unless told otherwise. With a token configured,
+// every route but /healthz, /readyz and /metrics needs it, compared in
+// constant time: reads take it as a bearer token or as the Basic auth
+// password (what a browser sends to the locks page and the dashboard),
+// changes through the API only as a bearer token (Authorization: Bearer
+// <token>). Without a token, reads are open, which the loopback default
+// keeps to local processes, and changes are refused. Changes a browser
+// says come from another origin are refused either way.
 package admin
 
 import (
 	"cmp"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -47,7 +50,9 @@ const (
 type Config struct {
 	// Addr is the listen address (default DefaultAddr, loopback only).
 	Addr string
-	// Token guards the routes that change something. Empty refuses them.
+	// Token guards every route but /healthz, /readyz and /metrics. Empty
+	// leaves the reads open (so keep Addr on loopback) and refuses every
+	// change.
 	Token string
 	// MaxBody bounds a request body (default DefaultMaxBody bytes).
 	MaxBody int64
@@ -91,8 +96,9 @@ type Server struct {
 	served    chan error // Serve's result, once Start has run
 }
 
-// New returns a Server. It logs loudly when Addr is beyond loopback and no
-// token is set: anyone who can reach it may read the locks and queues.
+// New returns a Server. It logs which routes answer without the token,
+// loudly when Addr is beyond loopback and no token is set: anyone who can
+// reach it may read the locks, the queues and the tasks' states.
 func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.Addr = cmp.Or(cfg.Addr, DefaultAddr)
 	cfg.MaxBody = cmp.Or(cfg.MaxBody, DefaultMaxBody)
@@ -107,11 +113,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Token == "" && !loopback(cfg.Addr) {
-		log.Warn("ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN: anyone who can reach it reads locks and queues; set TURNSTILE_ADMIN_TOKEN",
-			slog.String("addr", cfg.Addr))
-	}
 	s := &Server{cfg: cfg, deps: deps, log: log, limiter: newLimiter(cfg.EnqueueRate)}
+	s.logExposure()
 	if deps.Dashboard != nil {
 		s.dashboard = newDashboard(deps.Dashboard, cfg.Token)
 	}
@@ -143,6 +146,16 @@ func loopback(addr string) bool {
 // Handler returns the routes.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// routes are every route, behind sameOrigin. Open whatever the token:
+// /healthz and /readyz (probes carry no credentials), /metrics, and the
+// locks page's stylesheet (static, shows nothing).
+//
+// /metrics is open on purpose. Prometheus can send a bearer token, but the
+// only token here is the admin token, which also force-releases locks and
+// enqueues payments: every scraper's configuration would hold that power.
+// The metrics carry counts by task type, lock kind, outcome and queue,
+// never a lock key, task ID or payload (telemetry keeps raw keys out of
+// labels), so they tell a reader the traffic, not the business.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
@@ -150,19 +163,46 @@ func (s *Server) routes() http.Handler {
 	if s.deps.Metrics != nil {
 		mux.Handle("GET /metrics", s.deps.Metrics)
 	}
-	mux.HandleFunc("GET /locks/{$}", s.locks)
 	mux.HandleFunc("GET /locks/style.css", s.locksStyle)
-	mux.HandleFunc("GET /api/v1/locks", s.listLocks)
-	mux.HandleFunc("GET /api/v1/locks/{resource...}", s.getLock)
+	mux.Handle("GET /locks/{$}", s.reading(http.HandlerFunc(s.locks)))
+	mux.Handle("GET /api/v1/locks", s.reading(http.HandlerFunc(s.listLocks)))
+	mux.Handle("GET /api/v1/locks/{resource...}", s.reading(http.HandlerFunc(s.getLock)))
 	mux.HandleFunc("DELETE /api/v1/locks/{resource...}", s.mutating(s.forceRelease))
 	mux.HandleFunc("POST /api/v1/tasks/{type}", s.mutating(s.enqueue))
 	if s.deps.Inspector != nil {
-		mux.HandleFunc("GET /api/v1/tasks/{queue}/{id}", s.task)
+		mux.Handle("GET /api/v1/tasks/{queue}/{id}", s.reading(http.HandlerFunc(s.task)))
 	}
 	if s.dashboard != nil {
 		mux.Handle(dashboardPath+"/", s.guardDashboard(s.dashboard))
 	}
-	return mux
+	return sameOrigin(mux)
+}
+
+// logExposure says at start which routes answer without the token: a
+// warning when that is anyone who can reach a non-loopback address.
+func (s *Server) logExposure() {
+	open := []string{"/healthz", "/readyz"}
+	if s.deps.Metrics != nil {
+		open = append(open, "/metrics")
+	}
+	if s.cfg.Token != "" {
+		s.log.Info("admin token set: every route but these needs it", slog.String("addr", s.cfg.Addr), slog.Any("open", open))
+		return
+	}
+	open = append(open, "/locks/", "/api/v1/locks")
+	if s.deps.Inspector != nil {
+		open = append(open, "/api/v1/tasks/{queue}/{id}")
+	}
+	if s.deps.Dashboard != nil {
+		open = append(open, "/dashboard/ (read-only)")
+	}
+	if !loopback(s.cfg.Addr) {
+		s.log.Warn("ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN: anyone who can reach it reads the held locks, their owners, the queues and the tasks' states (changes are refused); set TURNSTILE_ADMIN_TOKEN to require it on every route but /healthz, /readyz and /metrics",
+			slog.String("addr", s.cfg.Addr), slog.Any("open", open))
+		return
+	}
+	s.log.Info("admin server has no token: these routes answer any local process, changes are refused; set TURNSTILE_ADMIN_TOKEN to require it",
+		slog.String("addr", s.cfg.Addr), slog.Any("open", open))
 }
 
 // Start listens on Config.Addr and serves in the background until
@@ -204,24 +244,4 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeText(w, http.StatusOK, "ready")
-}
-
-// mutating guards a route with the token: 403 when the server has none
-// (such routes are off), 401 when the request's is missing or wrong. The
-// request body is bounded.
-func (s *Server) mutating(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Token == "" {
-			writeError(w, http.StatusForbidden, "this server has no admin token configured: changes are refused")
-			return
-		}
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(s.cfg.Token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="turnstile"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-		next(w, r)
-	}
 }

@@ -126,7 +126,7 @@ func TestLocks(t *testing.T) {
 	seen := map[string]bool{}
 	cursor := "0"
 	for range 100 {
-		code, body := f.do(t, http.MethodGet, "/api/v1/locks?count=1&cursor="+cursor, "", "")
+		code, body := f.do(t, http.MethodGet, "/api/v1/locks?count=1&cursor="+cursor, token, "")
 		require.Equal(t, http.StatusOK, code, body)
 		var page struct {
 			Locks []struct {
@@ -148,13 +148,13 @@ func TestLocks(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]bool{"order:o-1": true, "order:o-2": true, "order:o-3": true}, seen)
-	code, _ := f.do(t, http.MethodGet, "/api/v1/locks?count=0", "", "")
+	code, _ := f.do(t, http.MethodGet, "/api/v1/locks?count=0", token, "")
 	require.Equal(t, http.StatusBadRequest, code)
 
-	code, body := f.do(t, http.MethodGet, "/api/v1/locks/order:o-1", "", "")
+	code, body := f.do(t, http.MethodGet, "/api/v1/locks/order:o-1", token, "")
 	require.Equal(t, http.StatusOK, code, body)
 	require.NotContains(t, body, leases[0].Token(), "the token proves ownership: it must never leave the process")
-	code, _ = f.do(t, http.MethodGet, "/api/v1/locks/order:nope", "", "")
+	code, _ = f.do(t, http.MethodGet, "/api/v1/locks/order:nope", token, "")
 	require.Equal(t, http.StatusNotFound, code)
 
 	fence := leases[0].Fence(lock.Key("order", "o-1"))
@@ -211,11 +211,11 @@ func TestEnqueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "test:note", info.Type)
 	require.NotContains(t, f.logs.String(), "4111", "payloads never reach the log")
-	code, body = f.do(t, http.MethodGet, "/api/v1/tasks/default/"+got.TaskID, "", "")
+	code, body = f.do(t, http.MethodGet, "/api/v1/tasks/default/"+got.TaskID, token, "")
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, `"state":"pending"`)
 	require.NotContains(t, body, "4111", "the task API shows no payload")
-	code, _ = f.do(t, http.MethodGet, "/api/v1/tasks/default/nope", "", "")
+	code, _ = f.do(t, http.MethodGet, "/api/v1/tasks/default/nope", token, "")
 	require.Equal(t, http.StatusNotFound, code)
 
 	code, body = post("test:note", token, `{"text":"once"}`, "Idempotency-Key", "req-42")
@@ -241,7 +241,7 @@ func TestEnqueueRateLimit(t *testing.T) {
 	require.Equal(t, 3, codes[http.StatusTooManyRequests])
 }
 
-func TestNew_WarnsWhenExposedWithoutToken(t *testing.T) {
+func TestNew_LogsWhatIsOpen(t *testing.T) {
 	t.Parallel()
 	_, rdb := redistest.MiniClient(t)
 	locker, err := lock.New(rdb, lock.Config{})
@@ -253,8 +253,19 @@ func TestNew_WarnsWhenExposedWithoutToken(t *testing.T) {
 		var logs bytes.Buffer
 		_, err := admin.New(admin.Config{Addr: addr}, admin.Deps{Locker: locker, Producer: producer, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		require.NoError(t, err)
-		require.Equal(t, loud, strings.Contains(logs.String(), "WITHOUT A TOKEN"), addr)
+		require.Equal(t, loud, strings.Contains(logs.String(), "level=WARN msg=\"ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN"), addr)
+		// Loud or not, the log names exactly what answers without a token.
+		require.Contains(t, logs.String(), "open=\"[/healthz /readyz /locks/ /api/v1/locks]\"", addr)
+		require.Contains(t, logs.String(), "changes are refused", addr)
 	}
+	var logs bytes.Buffer
+	_, err = admin.New(admin.Config{Addr: "0.0.0.0:8090", Token: token}, admin.Deps{
+		Locker: locker, Producer: producer, Metrics: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	require.NoError(t, err)
+	require.NotContains(t, logs.String(), "WARN")
+	require.Contains(t, logs.String(), "every route but these needs it")
+	require.Contains(t, logs.String(), "open=\"[/healthz /readyz /metrics]\"")
 }
 
 func TestLocksPage(t *testing.T) {
