@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(pauseChildEnv); addr != "" {
+		os.Exit(pauseChild(addr))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -555,6 +559,38 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.ErrorIs(t, err, errDown)
 		require.False(t, lost.armed.Load(), "the hook never saw the acquire")
 		require.Zero(t, b.rdb.Exists(ctx, lockKey).Val(), "the lock stayed held after a failed acquire")
+	})
+
+	// Issue 12 (suspicion, confirmed): a resource taken first in a
+	// multi-resource wait can run out before the last one comes. Acquire
+	// returned ErrNotHeld, which the guard counts as a failure; it now
+	// starts over within its budget.
+	t.Run("LongWaitRetakesALostPrefix", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		first, second := lock.Key("k", "1"), lock.Key("k", "2")
+		holder, err := other(t, b, lock.Config{TTL: 10 * time.Second}).Acquire(ctx, second)
+		require.NoError(t, err)
+		waiting, err := b.locker.With(lock.Options{TTL: 100 * time.Millisecond, Wait: 5 * time.Second})
+		require.NoError(t, err)
+		got := make(chan error, 1)
+		var lease *lock.Lease
+		go func() {
+			var err error
+			lease, err = waiting.Acquire(ctx, first, second)
+			got <- err
+		}()
+		waitQueued(t, b.rdb, lock.DefaultPrefix+"{k:2}", 1)
+		// Let the first resource's 100ms run out (on miniredis, make it).
+		time.Sleep(300 * time.Millisecond)
+		b.elapse(300 * time.Millisecond)
+		require.NoError(t, holder.Release(ctx))
+		require.NoError(t, receive(t, got))
+		require.Positive(t, lease.TTL())
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lock.DefaultPrefix+"{k:1}").Val())
+		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lock.DefaultPrefix+"{k:2}").Val())
+		require.NoError(t, lease.Release(ctx))
 	})
 
 	t.Run("ObserverSeesOutcomes", func(t *testing.T) {

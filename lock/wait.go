@@ -52,9 +52,20 @@ func (a *acquisition) single(ctx context.Context) error {
 	}()
 
 	held := 0 // resources acquired so far, a prefix of a.resources
+	// since is when the first request that may have queued us on resource
+	// held was sent. Whatever grant comes for it was handed over after
+	// that, by a release that consumed that request's queue entry or a
+	// later one; counting its validity from since is safe, while counting
+	// it from the latest request is not: a waiter that was frozen after
+	// being handed the lock, and whose retry went out before it read the
+	// grant, would count a lock that has long run out from that retry.
+	var since time.Time
 	var lastErr error
 	for {
 		sent := time.Now()
+		if since.IsZero() {
+			since = sent
+		}
 		a.attempts++
 		r, err := n.acquire(ctx, a.keys[keysPer*held:], a.token, o, n.hub.channel, a.attempts > 1)
 		lastErr = err
@@ -64,8 +75,17 @@ func (a *acquisition) single(ctx context.Context) error {
 				a.validUntil = earliest(a.validUntil, validity(sent, o.TTL))
 			}
 			held += len(r.fences)
+			if len(r.fences) > 0 {
+				since = time.Time{}
+			}
 			if r.ok {
-				return a.settle(ctx, entry)
+				if err := a.settle(ctx, entry); !errors.Is(err, ErrNotHeld) {
+					return err
+				}
+				if held, since, err = a.restart(); err != nil {
+					return err
+				}
+				continue
 			}
 			a.noteBusy(r)
 		}
@@ -81,11 +101,26 @@ func (a *acquisition) single(ctx context.Context) error {
 			if held == len(a.resources) || g.lockKey != a.keys[keysPer*held] {
 				break wait // stale; the retry below sorts it out
 			}
+			valid, ok, err := a.confirm(ctx, g, validity(since, o.TTL))
+			if !ok {
+				// Not ours any more (a grant read after the lock it gave ran
+				// out), or unknown: ask again, which queues us or finds the
+				// resource ours.
+				lastErr = err
+				break wait
+			}
 			a.fences[held] = g.fence
-			a.validUntil = earliest(a.validUntil, validity(sent, o.TTL))
+			a.validUntil = earliest(a.validUntil, valid)
 			held++
+			since = time.Time{}
 			if held == len(a.resources) {
-				return a.settle(ctx, entry)
+				if err := a.settle(ctx, entry); !errors.Is(err, ErrNotHeld) {
+					return err
+				}
+				if held, since, err = a.restart(); err != nil {
+					return err
+				}
+				continue
 			}
 		case <-w.nudge:
 		case <-retry.C:
@@ -100,6 +135,26 @@ func (a *acquisition) single(ctx context.Context) error {
 			return errors.Join(lastErr, a.abandon(ctx, entry))
 		}
 	}
+}
+
+// confirm returns the validity of a grant counted from valid, or, when
+// less than half a TTL of it is left (a long wait, or a pause since the
+// hand-off), proves ownership with a compare-and-pexpire and counts from
+// that. ok is false when the lock the grant gave is gone, or when Redis
+// did not answer (err).
+func (a *acquisition) confirm(ctx context.Context, g grant, valid time.Time) (_ time.Time, ok bool, _ error) {
+	ttl := a.l.opts.TTL
+	if time.Until(valid) >= ttl/2 {
+		return valid, true, nil
+	}
+	sent := time.Now()
+	switch err := a.l.shared.extend(ctx, []string{g.lockKey}, a.token, ttl); {
+	case errors.Is(err, ErrNotHeld):
+		return time.Time{}, false, nil
+	case err != nil:
+		return time.Time{}, false, err
+	}
+	return validity(sent, ttl), true, nil
 }
 
 // settle finishes a successful wait. Resources handed over early in a long
@@ -118,6 +173,19 @@ func (a *acquisition) settle(ctx context.Context, entry string) error {
 	}
 	a.validUntil = validity(sent, ttl)
 	return nil
+}
+
+// restart follows a settle that found a resource taken early in a long
+// wait run out before the last one came (settle gave everything back):
+// while the budget lasts, the acquisition starts over; after it, the
+// outcome is the contention that made the wait long, a *BusyError, not a
+// failure.
+func (a *acquisition) restart() (held int, since time.Time, err error) {
+	if time.Since(a.start) >= a.l.opts.Wait {
+		return 0, time.Time{}, a.busyError(len(a.resources) - 1)
+	}
+	a.validUntil = time.Time{}
+	return 0, time.Time{}, nil
 }
 
 // abandon leaves the queue and gives back whatever was acquired, on a
