@@ -74,11 +74,12 @@ type GuardConfig struct {
 	// tasks then take no slot another task could use, and a hot key is
 	// served back to back instead of at the pace of asynq's idle polls.
 	Concurrency int
-	// SafetyNet is the retry delay of a parked task, which only matters
-	// when its wake-up is lost (default DefaultSafetyNet).
+	// SafetyNet caps the retry delay of a busy task, which otherwise is the
+	// holder's remaining TTL plus a second (see Guard.RetryDelay); it only
+	// matters when a wake-up is lost (default DefaultSafetyNet).
 	SafetyNet time.Duration
 	// RetryDelay is the delay before retrying a task that failed (default
-	// asynq.DefaultRetryDelayFunc); busy rounds use SafetyNet.
+	// asynq.DefaultRetryDelayFunc); busy rounds do not use it.
 	RetryDelay asynq.RetryDelayFunc
 	// Metrics counts busy rounds and waiting tasks; nil counts nothing.
 	Metrics *telemetry.Metrics
@@ -305,7 +306,7 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, self taskRef, lease 
 		// release would.
 		g.wake(ctx, self, g.cfg.Queues, lease.Resources(), true)
 	case err != nil:
-		// Parked tasks wake with their safety net, after the lock expires.
+		// Parked tasks retry when the lock would have expired.
 		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:

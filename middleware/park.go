@@ -130,19 +130,41 @@ var ErrLeaseLost = errors.New("lease lost")
 // task's retries.
 func IsFailure(err error) bool { return !errors.Is(err, ErrBusy) && !errors.Is(err, ErrShutdown) }
 
-// RetryDelay is asynq.Config.RetryDelayFunc for a guarded worker: a parked
-// task waits the safety net, since a release wakes it; one turned away by
-// shutdown is due again at once, for another worker; other errors back
-// off as GuardConfig.RetryDelay says.
+// busyRetryMargin is added to the holder's remaining TTL in a busy task's
+// retry delay: asynq stores retry times in whole seconds, rounded down, so
+// without it the retry could come up to a second before the lock expires.
+const busyRetryMargin = time.Second
+
+// RetryDelay is asynq.Config.RetryDelayFunc for a guarded worker. A busy
+// task retries once the holder's lease would have run out (its remaining
+// TTL plus a second), or after the safety net if that is sooner: a
+// release wakes it earlier, but a holder that crashed or let its lease
+// expire releases nothing. One turned away by shutdown is due again at
+// once, for another worker; other errors back off as
+// GuardConfig.RetryDelay says.
 func (g *Guard) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	switch {
 	case errors.Is(err, ErrBusy):
+		if busy, ok := errors.AsType[*lock.BusyError](err); ok && busy.TTL > 0 {
+			return min(g.cfg.SafetyNet, busy.TTL+busyRetryMargin)
+		}
 		return g.cfg.SafetyNet
 	case errors.Is(err, ErrShutdown):
 		return time.Second
 	}
 	return g.cfg.RetryDelay(n, err, t)
 }
+
+// busyRound is the error of a task that found its resources busy: its
+// text says what held them, and it carries the lock's BusyError, whose TTL
+// RetryDelay reads.
+type busyRound struct {
+	msg  string
+	busy *lock.BusyError
+}
+
+func (e *busyRound) Error() string   { return e.msg }
+func (e *busyRound) Unwrap() []error { return []error{ErrBusy, e.busy} }
 
 // park records the busy round and parks the task, or archives it when it
 // has been busy too often or too long. The returned error is the task's
@@ -160,10 +182,10 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	v, err := g.rdb.Run(ctx, parkScript, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
 		id, now.UnixMilli()).Int64Slice()
 	if err != nil {
-		// Not parked: the safety net is the only wake-up left.
+		// Not parked: the retry delay is the only wake-up left.
 		g.log.WarnContext(ctx, "park busy task", slog.String("task_type", t.Type()), slog.Any("error", err))
 		g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
-		return fmt.Errorf("%s: %w", what, ErrBusy)
+		return &busyRound{fmt.Sprintf("%s: %s", what, ErrBusy), busy}
 	}
 	rounds, since := v[0], time.UnixMilli(v[1])
 	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
@@ -183,7 +205,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 		g.wakeDetached(ctx, queue, busy.Resource)
 	}
 	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
-	return fmt.Errorf("%s (busy round %d): %w", what, rounds, ErrBusy)
+	return &busyRound{fmt.Sprintf("%s (busy round %d): %s", what, rounds, ErrBusy), busy}
 }
 
 // wakeRetries bounds the re-tries of a wake-up whose head task is still on
@@ -236,7 +258,7 @@ func (g *Guard) wake(ctx context.Context, from taskRef, queues []string, resourc
 	for attempt := 0; len(lists) > 0; attempt++ {
 		if attempt > 0 {
 			if attempt == wakeRetries {
-				return unwanted // the safety net takes over
+				return unwanted // the retry delay takes over
 			}
 			select {
 			case <-ctx.Done():

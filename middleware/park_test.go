@@ -71,3 +71,37 @@ func TestGuard_ReleaseWakesParkedTasksInOtherQueues(t *testing.T) {
 		})
 	}
 }
+
+// A holder that crashes, or lets its lease run out, releases nothing and
+// so wakes nobody: the tasks parked on its key must still run within
+// about one TTL of its acquisition, not at the safety net (an hour here).
+func TestGuard_ParkedTasksOutliveAHolderThatNeverReleases(t *testing.T) {
+	t.Parallel()
+	be := backends[0] // miniredis expires keys only when told to
+	require.False(t, be.mini)
+	const ttl = 2 * time.Second
+	var done atomic.Int64
+	w := startWorker(t, be, 4, func(context.Context, *asynq.Task) error {
+		done.Add(1)
+		return nil
+	}, func(ws *workerSetup) { ws.rule.Wait = -1 })
+	held := holdKey(t, w, "crashed", ttl)
+
+	const n = 3
+	var ids []string
+	for range n {
+		ids = append(ids, w.enqueue(t, "crashed").ID)
+	}
+	for _, id := range ids {
+		ti := w.waitState(t, id, asynq.TaskStateRetry, "the task did not park")
+		require.Contains(t, ti.LastErr, "busy round")
+	}
+	// asynq schedules retries to the second and forwards them every 100 ms
+	// here: allow the TTL, a second of margin and a second of rounding.
+	bound := ttl + 3*time.Second
+	waitFor(t, bound+5*time.Second, func() bool { return done.Load() == n },
+		"tasks parked on an expired lock did not run")
+	took := time.Since(held.AcquiredAt())
+	t.Logf("%d parked tasks ran %s after a %s holder took the key and never released it", n, took.Round(time.Millisecond), ttl)
+	require.Less(t, took, bound)
+}
