@@ -14,7 +14,9 @@ import (
 // quorum acquires on a majority of independent masters (Redlock): try all
 // at once, keep the lease when a majority agreed within its TTL, otherwise
 // give back what was taken and retry with backoff until the wait budget
-// ends.
+// ends. Like the single-node path, it uses the whole budget: it sleeps at
+// most until the deadline and tries once more there, so a holder that
+// releases just before the deadline is not missed.
 func (a *acquisition) quorum(ctx context.Context) error {
 	s, o := a.l.shared, a.l.opts
 	deadline := a.start.Add(o.Wait)
@@ -26,11 +28,11 @@ func (a *acquisition) quorum(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		delay := backoff(a.attempts/len(s.nodes), a.holderTTL)
-		if o.Wait <= 0 || time.Now().Add(delay).After(deadline) {
+		left := time.Until(deadline)
+		if o.Wait <= 0 || left <= 0 {
 			return err
 		}
-		t := time.NewTimer(delay)
+		t := time.NewTimer(min(backoff(a.attempts/len(s.nodes), a.holderTTL), left))
 		select {
 		case <-ctx.Done():
 			t.Stop()

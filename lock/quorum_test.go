@@ -258,3 +258,76 @@ func TestQuorum_FenceWriteBack(t *testing.T) {
 		require.NoError(t, lease.Release(t.Context()))
 	})
 }
+
+// Issue 12, item 13. Wait is how long a quorum Acquire waits, as in
+// single-node mode: it tries once more at the deadline, so it catches a
+// holder that releases just before it, and it gives up only then.
+func TestQuorum_WaitUsesWholeBudget(t *testing.T) {
+	t.Parallel()
+	b := setupQuorum(t)
+	holders := b.locker(t, Config{TTL: 10 * time.Second})
+
+	t.Run("HolderReleasesAt95Percent", func(t *testing.T) {
+		t.Parallel()
+		const wait = time.Second
+		waiter := b.locker(t, Config{TTL: 10 * time.Second, Wait: wait})
+		// Three rounds at once, on keys of their own: each must catch the
+		// release.
+		for i := range 3 {
+			t.Run("Round"+string(rune('1'+i)), func(t *testing.T) {
+				t.Parallel()
+				r := Key("release at 95 percent", i)
+				held, err := holders.Acquire(t.Context(), r)
+				require.NoError(t, err)
+				released := make(chan time.Duration, 1)
+				start := time.Now()
+				timer := time.AfterFunc(wait*95/100, func() {
+					err := held.Release(context.Background())
+					if err != nil {
+						t.Errorf("release: %v", err)
+					}
+					released <- time.Since(start)
+				})
+				defer timer.Stop()
+				lease, err := waiter.Acquire(t.Context(), r)
+				took := time.Since(start)
+				at := receive(t, released)
+				require.NoError(t, err, "gave up after %s of %s; the holder released at %s", took, wait, at)
+				require.Greater(t, lease.Fence(r), held.Fence(r))
+				require.NoError(t, lease.Release(t.Context()))
+			})
+		}
+	})
+
+	t.Run("HolderNeverReleases", func(t *testing.T) {
+		t.Parallel()
+		const wait = 300 * time.Millisecond
+		waiter := b.locker(t, Config{TTL: 10 * time.Second, Wait: wait})
+		r := Key("never released")
+		held, err := holders.Acquire(t.Context(), r)
+		require.NoError(t, err)
+		defer func() { require.NoError(t, held.Release(context.Background())) }()
+		for range 3 {
+			start := time.Now()
+			_, err := waiter.Acquire(t.Context(), r)
+			took := time.Since(start)
+			t.Logf("gave up after %s of %s", took, wait)
+			require.ErrorIs(t, err, ErrNotAcquired)
+			require.GreaterOrEqual(t, took, wait, "gave up early")
+			// The last try and giving back are a few round trips; a full
+			// backoff step past the deadline would be 128-512 ms here.
+			require.Less(t, took, wait+100*time.Millisecond, "waited too long")
+		}
+	})
+}
+
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting")
+		panic("unreachable")
+	}
+}
