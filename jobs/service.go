@@ -17,11 +17,13 @@ import (
 )
 
 // A Store is the order ledger the jobs read and write: ledger.Store in
-// Redis, or another with the same guarantees (Commit atomic, refusing a
-// stale fence with ledger.ErrStaleFence; Deliver once per notification).
+// Redis, or another with the same guarantees (Commit atomic; a read given
+// fences records the highest token seen per resource with the read; both
+// refuse a token below that with ledger.ErrStaleFence; Deliver once per
+// notification).
 type Store interface {
-	Order(ctx context.Context, id string) (*ledger.Order, error)
-	TicketType(ctx context.Context, id string) (ledger.TicketType, int64, error)
+	Order(ctx context.Context, id string, fences ...ledger.Fence) (*ledger.Order, error)
+	TicketType(ctx context.Context, id string, fences ...ledger.Fence) (ledger.TicketType, int64, error)
 	Commit(ctx context.Context, fences []ledger.Fence, ch ledger.Change) error
 	Deliver(ctx context.Context, orderID string) (int, error)
 }
@@ -57,9 +59,11 @@ func errArchive(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, asynq.SkipRetry)...)
 }
 
-// load reads the order a task names; an unknown order is archived.
+// load reads the order a task names, fenced by the order lock so that an
+// older holder's late commit cannot land after this read; an unknown order
+// is archived.
 func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, error) {
-	o, err := s.Store.Order(ctx, id)
+	o, err := s.Store.Order(ctx, id, orderFence(ctx, id)...)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return nil, errArchive("%s: order %s does not exist", kind, id)
 	}
@@ -67,11 +71,11 @@ func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, err
 }
 
 // inventory takes the inventory locks of an order's ticket types, on top
-// of the order lock, reads their availability and moves the order's
-// tickets by sign (+1 back to inventory, -1 out of it). It returns the
-// lease to release, the fences of both locks, and the new availability.
-// Locks are always taken order first, then inventory, so jobs cannot
-// deadlock.
+// of the order lock, reads their availability (fenced by the inventory
+// locks) and moves the order's tickets by sign (+1 back to inventory, -1
+// out of it). It returns the lease to release, the fences of both locks,
+// and the new availability. Locks are always taken order first, then
+// inventory, so jobs cannot deadlock.
 func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*lock.Lease, []ledger.Fence, map[string]int64, error) {
 	fences := orderFence(ctx, o.ID)
 	var lease *lock.Lease
@@ -87,7 +91,7 @@ func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*
 	avail := map[string]int64{}
 	for _, it := range o.Items {
 		if _, ok := avail[it.TicketType]; !ok {
-			_, n, err := s.Store.TicketType(ctx, it.TicketType)
+			_, n, err := s.Store.TicketType(ctx, it.TicketType, inventoryFence(lease, it.TicketType)...)
 			if err != nil {
 				s.release(ctx, lease)
 				return nil, nil, nil, err
@@ -105,6 +109,15 @@ func inventoryKeys(o *ledger.Order) []lock.Resource {
 		rs = append(rs, inventoryKey(it.TicketType))
 	}
 	return rs
+}
+
+// inventoryFence is a ticket type's inventory fence from lease, if any.
+func inventoryFence(lease *lock.Lease, ticketType string) []ledger.Fence {
+	if lease == nil {
+		return nil
+	}
+	r := inventoryKey(ticketType)
+	return []ledger.Fence{{Resource: r.String(), Token: lease.Fence(r)}}
 }
 
 // orderFence is the order lock's fence from the guard's lease, if any.

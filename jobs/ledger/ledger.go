@@ -1,16 +1,19 @@
 // Package ledger keeps the shop's order ledger: ticket types and their
-// availability, orders, and the outbox of notifications. Every write is one
-// Commit that carries the fencing tokens of the locks its writer holds; the
-// store refuses, in the same atomic step as the write, a token lower than
-// the last it accepted for a resource, so a writer that lost its lock
-// while paused cannot overwrite a newer holder's work.
+// availability, orders, and the outbox of notifications. A writer reads
+// what it will change with the fencing tokens of the locks it holds, and
+// writes with one Commit that carries the same tokens. The store keeps the
+// highest token it has seen per resource, in a read or a write, and
+// refuses, in the same atomic step as the read or the write, a token lower
+// than that: once a newer holder has touched a resource, a writer that
+// lost its lock while paused can neither read it again nor commit what it
+// computed from its earlier read.
 //
 // The store writes what its caller computed and checks nothing else: it is
 // the lock around the read, the gateway call and the write that keeps the
 // ledger consistent, and running the jobs without it shows what breaks.
 //
 //	store := ledger.New(rdb, "")
-//	o, err := store.Order(ctx, orderID)
+//	o, err := store.Order(ctx, orderID, fences...) // a fenced read
 //	o.State = ledger.StatePaid
 //	err = store.Commit(ctx, fences, ledger.Change{Order: o, Outbox: []ledger.Notification{...}})
 package ledger
@@ -77,8 +80,9 @@ type Notification struct {
 	At      time.Time `json:"at"`
 }
 
-// A Fence is the fencing token of the lock a writer holds on a resource
-// (lock.Lease.Fence), named as the lock names it (lock.Resource.String).
+// A Fence is the fencing token of the lock a reader or writer holds on a
+// resource (lock.Lease.Fence), named as the lock names it
+// (lock.Resource.String).
 type Fence struct {
 	Resource string
 	Token    int64
@@ -97,9 +101,9 @@ type Change struct {
 }
 
 var (
-	// ErrStaleFence reports a write whose fencing token is lower than one
-	// the store already accepted for the resource: its writer's lock was
-	// taken over by a newer holder.
+	// ErrStaleFence reports a read or a write whose fencing token is lower
+	// than one the store has already seen for the resource: its holder's
+	// lock was taken over by a newer holder, which has read or written it.
 	ErrStaleFence = errors.New("ledger: stale fencing token")
 	// ErrNotFound reports an order or ticket type the store does not have.
 	ErrNotFound = errors.New("ledger: not found")

@@ -42,9 +42,11 @@ func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(par
 //	ARGV[3+nf+na] -> the order as JSON, or ''  ARGV[4+nf+na] -> its ID
 //	ARGV[5+nf+na ..] -> outbox pairs: id, JSON
 //
-// An order whose JSON has an empty number gets the next one. Returns that
-// number (” when the order had one or there is none), or an error reply
-// "STALE <i>" naming the first stale fence.
+// A fence key holds the highest token the store has seen for its resource,
+// in a fenced read or a commit. An order whose JSON has an empty number
+// gets the next one. Returns that number (empty when the order had one
+// or there is none), or an error reply "STALE <i>" naming the first stale
+// fence.
 var commitScript = redis.NewScript(`
 local nf, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, nf do
@@ -78,10 +80,16 @@ end
 return number
 `)
 
-// Commit writes ch if every fence is at least the last one the store
-// accepted for its resource, and records each as the new last. It returns
-// an error wrapping ErrStaleFence, which names the resource, and writes
-// nothing, when one is not. The order, if any, is given its number.
+// Commit writes ch if every fence is at least the highest the store has
+// seen for its resource, in a fenced read or a commit, and records each as
+// the new highest. It returns an error wrapping ErrStaleFence, which names
+// the resource, and writes nothing, when one is not. The order, if any, is
+// given its number.
+//
+// Commit checks the fences and nothing else: the writer's lock makes its
+// read, the work in between and this write exclusive, and the fences make
+// a writer whose lock was taken over harmless, provided the writer read
+// what it changes with the same fences (see Order).
 func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	orderKey, orderID, orderJSON := s.key("seq"), "", ""
 	if ch.Order != nil {
@@ -116,12 +124,8 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	}
 	number, err := commitScript.Run(ctx, s.rdb, keys, args...).Text()
 	if err != nil {
-		if i, ok := strings.CutPrefix(err.Error(), "STALE "); ok {
-			n, _ := strconv.Atoi(i)
-			if n >= 1 && n <= len(fences) {
-				f := fences[n-1]
-				return fmt.Errorf("ledger: %s: fence %d: %w", f.Resource, f.Token, ErrStaleFence)
-			}
+		if f, ok := staleFence(err, fences); ok {
+			return errStale("commit", f)
 		}
 		return fmt.Errorf("ledger: commit: %w", err)
 	}
@@ -129,6 +133,77 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 		ch.Order.Number = number
 	}
 	return nil
+}
+
+// staleFence returns the fence that a script's "STALE <i>" error reply
+// names, and whether err was one.
+func staleFence(err error, fences []Fence) (Fence, bool) {
+	if err == nil {
+		return Fence{}, false
+	}
+	i, ok := strings.CutPrefix(err.Error(), "STALE ")
+	if !ok {
+		return Fence{}, false
+	}
+	n, convErr := strconv.Atoi(i)
+	if convErr != nil || n < 1 || n > len(fences) {
+		return Fence{}, false
+	}
+	return fences[n-1], true
+}
+
+// errStale is the error of an op refused for f.
+func errStale(op string, f Fence) error {
+	return fmt.Errorf("ledger: %s: %s: fence %d: %w", op, f.Resource, f.Token, ErrStaleFence)
+}
+
+// fenceLua is the start of a fenced read: KEYS[1 .. #ARGV] are fence keys,
+// ARGV their tokens. It refuses (error reply "STALE <i>", nothing written)
+// a token lower than the highest the store has seen for its resource, and
+// otherwise records each token as that highest. A read script appends what
+// it reads from the keys after the fences.
+const fenceLua = `
+local last = {}
+for i = 1, #ARGV do
+  last[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tonumber(ARGV[i]) < last[i] then
+    return redis.error_reply('STALE ' .. i)
+  end
+end
+for i = 1, #ARGV do
+  if tonumber(ARGV[i]) > last[i] then redis.call('SET', KEYS[i], ARGV[i]) end
+end
+`
+
+// readOrderScript is a fenced GET of an order.
+//
+//	KEYS[1 .. nf] -> fence keys  KEYS[nf+1] -> the order
+//	ARGV[1 .. nf] -> tokens
+//
+// Returns the order's JSON (nil when there is none), or "STALE <i>".
+var readOrderScript = redis.NewScript(fenceLua + `
+return redis.call('GET', KEYS[#ARGV + 1])
+`)
+
+// readTicketTypeScript is a fenced read of a ticket type.
+//
+//	KEYS[1 .. nf] -> fence keys  KEYS[nf+1] -> the ticket type's hash
+//	ARGV[1 .. nf] -> tokens
+//
+// Returns {type JSON, available} (nils when there is none), or "STALE <i>".
+var readTicketTypeScript = redis.NewScript(fenceLua + `
+return redis.call('HMGET', KEYS[#ARGV + 1], 'type', 'available')
+`)
+
+// fencedRead runs a read script on key after fences.
+func (s *Store) fencedRead(ctx context.Context, script *redis.Script, fences []Fence, key string) *redis.Cmd {
+	keys := make([]string, 0, len(fences)+1)
+	args := make([]any, 0, len(fences))
+	for _, f := range fences {
+		keys = append(keys, s.key("fence", f.Resource))
+		args = append(args, f.Token)
+	}
+	return script.Run(ctx, s.rdb, append(keys, key), args...)
 }
 
 func mapsKeys(m map[string]int64) func(func(string) bool) {
@@ -160,9 +235,23 @@ func (s *Store) AddTicketType(ctx context.Context, tt TicketType) error {
 	return nil
 }
 
-// TicketType returns a ticket type and how many of it are available.
-func (s *Store) TicketType(ctx context.Context, id string) (TicketType, int64, error) {
-	v, err := s.rdb.HMGet(ctx, s.key("tt", id), "type", "available").Result()
+// TicketType returns a ticket type and how many of it are available. With
+// fences it is a fenced read, as Order describes: give it the fence of the
+// inventory lock under which the count will be changed.
+func (s *Store) TicketType(ctx context.Context, id string, fences ...Fence) (TicketType, int64, error) {
+	var v []any
+	var err error
+	if len(fences) == 0 {
+		v, err = s.rdb.HMGet(ctx, s.key("tt", id), "type", "available").Result()
+	} else {
+		v, err = s.fencedRead(ctx, readTicketTypeScript, fences, s.key("tt", id)).Slice()
+		if f, ok := staleFence(err, fences); ok {
+			return TicketType{}, 0, errStale("ticket type "+id, f)
+		}
+		if err == nil && len(v) != 2 {
+			err = fmt.Errorf("read script returned %d values", len(v))
+		}
+	}
 	if err != nil {
 		return TicketType{}, 0, fmt.Errorf("ledger: ticket type %s: %w", id, err)
 	}
@@ -193,8 +282,30 @@ func (s *Store) TicketTypes(ctx context.Context) ([]string, error) {
 }
 
 // Order returns an order.
-func (s *Store) Order(ctx context.Context, id string) (*Order, error) {
-	b, err := s.rdb.Get(ctx, s.key("order", id)).Bytes()
+//
+// With fences it is a fenced read, the one a writer must use for what it
+// will change: like Commit it refuses, with an error wrapping
+// ErrStaleFence, a token lower than the highest the store has seen for
+// its resource, and it records the token as that highest, in the same
+// atomic step as the read. From then on a commit by an older holder is
+// refused, even one that read first: without that, an older holder that
+// read before this one and commits in between would have its write
+// silently overwritten by this one's, computed from a value that no
+// longer stands (a lost update). A read without fences is for observers
+// (Check, dashboards) that write nothing.
+func (s *Store) Order(ctx context.Context, id string, fences ...Fence) (*Order, error) {
+	var b []byte
+	var err error
+	if len(fences) == 0 {
+		b, err = s.rdb.Get(ctx, s.key("order", id)).Bytes()
+	} else {
+		var text string
+		text, err = s.fencedRead(ctx, readOrderScript, fences, s.key("order", id)).Text()
+		if f, ok := staleFence(err, fences); ok {
+			return nil, errStale("order "+id, f)
+		}
+		b = []byte(text)
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("ledger: order %s: %w", id, ErrNotFound)
 	}

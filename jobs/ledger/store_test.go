@@ -118,6 +118,50 @@ func testStore(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 		require.ErrorIs(t, s.Commit(ctx, []ledger.Fence{{Resource: "order:o-1", Token: 5}}, ledger.Change{Order: got}), ledger.ErrStaleFence)
 	})
 
+	t.Run("FencedReadRefusesOlderHolders", func(t *testing.T) {
+		t.Parallel()
+		s := ledger.New(client(t), "")
+		ctx := t.Context()
+		require.NoError(t, s.AddTicketType(ctx, ledger.TicketType{ID: "gold", Capacity: 10}))
+		inv := func(token int64) ledger.Fence {
+			return ledger.Fence{Resource: "ticket_type:gold:inventory", Token: token}
+		}
+		ord := func(token int64) ledger.Fence { return ledger.Fence{Resource: "order:o-1", Token: token} }
+
+		// Holder 10 reads, then holder 11 reads: 10's commit, computed
+		// from a count 11 has seen too, must not land.
+		_, n, err := s.TicketType(ctx, "gold", inv(10))
+		require.NoError(t, err)
+		require.Equal(t, int64(10), n)
+		_, n, err = s.TicketType(ctx, "gold", inv(11))
+		require.NoError(t, err)
+		require.Equal(t, int64(10), n)
+		err = s.Commit(ctx, []ledger.Fence{inv(10)}, ledger.Change{Available: map[string]int64{"gold": 8}})
+		require.ErrorIs(t, err, ledger.ErrStaleFence, "a commit older than a read must be refused")
+		require.Contains(t, err.Error(), "ticket_type:gold:inventory")
+		_, _, err = s.TicketType(ctx, "gold", inv(10))
+		require.ErrorIs(t, err, ledger.ErrStaleFence, "a read older than a read must be refused")
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{inv(11)}, ledger.Change{Available: map[string]int64{"gold": 7}}))
+		_, n, err = s.TicketType(ctx, "gold", inv(11))
+		require.NoError(t, err, "the holder reads its own write")
+		require.Equal(t, int64(7), n)
+
+		// Orders: the same, and a refused read records none of its fences.
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{ord(3)}, ledger.Change{Order: newOrder("o-1")}))
+		_, err = s.Order(ctx, "o-1", ord(5), inv(9))
+		require.ErrorIs(t, err, ledger.ErrStaleFence)
+		require.Contains(t, err.Error(), "ticket_type:gold:inventory")
+		o, err := s.Order(ctx, "o-1", ord(4))
+		require.NoError(t, err, "the refused read must not have recorded order fence 5")
+		require.Equal(t, ledger.StateReserved, o.State)
+		_, err = s.Order(ctx, "o-1", ord(3))
+		require.ErrorIs(t, err, ledger.ErrStaleFence)
+		_, err = s.Order(ctx, "nope", ledger.Fence{Resource: "order:nope", Token: 1})
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+		_, _, err = s.TicketType(ctx, "nope", ledger.Fence{Resource: "ticket_type:nope:inventory", Token: 1})
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+	})
+
 	t.Run("NotificationsAreSentOnce", func(t *testing.T) {
 		t.Parallel()
 		s := ledger.New(client(t), "")
