@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -30,6 +32,23 @@ type backend struct {
 	client func(t *testing.T) redis.UniversalClient
 	// elapse lets d pass for the server's TTLs.
 	elapse func(d time.Duration)
+	// sharded runs the Lockers as on Redis Cluster, one script per slot,
+	// and fails the test on any script call whose keys span slots.
+	sharded bool
+}
+
+// newLocker is lock.New, or its Cluster form on a sharded backend.
+func (b backend) newLocker(t *testing.T, rdb redis.UniversalClient, cfg lock.Config) *lock.Locker {
+	t.Helper()
+	newLocker := lock.New
+	if b.sharded {
+		redistest.CheckSlots(t, rdb)
+		newLocker = lock.NewSharded
+	}
+	l, err := newLocker(rdb, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, l.Close()) })
+	return l
 }
 
 func TestLocker_Miniredis(t *testing.T) {
@@ -61,6 +80,26 @@ func TestLocker_Redis(t *testing.T) {
 	})
 }
 
+// TestLocker_RedisSharded runs the suite's Lockers as on Redis Cluster
+// (issue 12, item 4: a multi-resource Acquire answered CROSSSLOT there):
+// every script call must keep to one slot, and the contract must hold
+// across slots.
+func TestLocker_RedisSharded(t *testing.T) {
+	t.Parallel()
+	testLocker(t, func(t *testing.T) backend {
+		t.Helper()
+		srv := redistest.Server(t)
+		return backend{
+			client: func(t *testing.T) redis.UniversalClient {
+				t.Helper()
+				return srv.Client(t)
+			},
+			elapse:  time.Sleep,
+			sharded: true,
+		}
+	})
+}
+
 type testBundle struct {
 	backend
 	rdb    redis.UniversalClient
@@ -74,20 +113,14 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		b := newBackend(t)
 		rdb := b.client(t)
 		t.Cleanup(func() { _ = rdb.Close() })
-		l, err := lock.New(rdb, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
-		return &testBundle{backend: b, rdb: rdb, locker: l}
+		return &testBundle{backend: b, rdb: rdb, locker: b.newLocker(t, rdb, cfg)}
 	}
 	// other returns a second Locker on its own client, as another process.
 	other := func(t *testing.T, b *testBundle, cfg lock.Config) *lock.Locker {
 		t.Helper()
 		rdb := b.client(t)
 		t.Cleanup(func() { _ = rdb.Close() })
-		l, err := lock.New(rdb, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
-		return l
+		return b.newLocker(t, rdb, cfg)
 	}
 	key := lock.Key("order", 42)
 	lockKey := lock.DefaultPrefix + "{order:42}"
@@ -591,6 +624,46 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lock.DefaultPrefix+"{k:1}").Val())
 		require.Equal(t, lease.Token(), b.rdb.Get(ctx, lock.DefaultPrefix+"{k:2}").Val())
 		require.NoError(t, lease.Release(ctx))
+	})
+
+	// Waiters on overlapping sets, on several Lockers: each resource has
+	// one holder at a time, and nobody deadlocks (on the sharded backend
+	// the sets span slots and are taken slot by slot).
+	t.Run("OverlappingSetsExcludeAndFinish", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		cfg := lock.Config{TTL: 10 * time.Second, Wait: 10 * time.Second}
+		lockers := []*lock.Locker{other(t, b, cfg), other(t, b, cfg)}
+		x, y, z := lock.Key("set", "x"), lock.Key("set", "y"), lock.Key("set", "z")
+		sets := [][]lock.Resource{{x, y}, {y, z}, {z, x}, {x, y, z}}
+		var inside [3]atomic.Int32
+		index := map[lock.Resource]int{x: 0, y: 1, z: 2}
+		var overlaps atomic.Int32
+		var wg sync.WaitGroup
+		for g := range 6 {
+			wg.Go(func() {
+				for i := range 15 {
+					set := sets[(g+i)%len(sets)]
+					lease, err := lockers[g%2].Acquire(t.Context(), set...)
+					if !assert.NoError(t, err) {
+						return
+					}
+					for _, r := range set {
+						if inside[index[r]].Add(1) > 1 {
+							overlaps.Add(1)
+						}
+					}
+					time.Sleep(200 * time.Microsecond) // the work the lease guards
+					for _, r := range set {
+						inside[index[r]].Add(-1)
+					}
+					assert.NoError(t, lease.Release(t.Context()))
+				}
+			})
+		}
+		wg.Wait()
+		require.Zero(t, overlaps.Load(), "two holders of one resource at once")
+		requireFree(t, b.rdb, x, y, z)
 	})
 
 	t.Run("ObserverSeesOutcomes", func(t *testing.T) {

@@ -103,12 +103,17 @@ type node struct {
 	// receivers is ARGV[2] of the scripts: whether a hand-off may trust
 	// PUBLISH's receiver count to tell a live waiter from a dead one.
 	receivers string
-	hub       *hub
+	// sharded is set for Redis Cluster: a script may only touch keys of
+	// one slot, so resources of several slots are taken slot by slot.
+	sharded bool
+	hub     *hub
 }
 
 // New returns a Locker on one Redis deployment: a single node, Sentinel or
-// Cluster client. On Cluster, the resources of one Acquire must share a
-// hash slot. Close it when done to end its subscription.
+// Cluster client. On Cluster, each resource's keys share a hash slot, and
+// an Acquire of resources in several slots takes them slot by slot, in
+// order, all or none (see Acquire). Close it when done to end its
+// subscription.
 func New(client redis.UniversalClient, cfg Config) (*Locker, error) {
 	return newLocker([]redis.UniversalClient{client}, cfg)
 }
@@ -148,7 +153,7 @@ func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 		n := &node{client: c, pipe: autopipe.New(c), receivers: "1"}
 		if _, ok := c.(*redis.ClusterClient); ok {
 			// A script's PUBLISH counts subscribers on its own shard only.
-			n.receivers = "0"
+			n.receivers, n.sharded = "0", true
 		}
 		s.nodes = append(s.nodes, n)
 	}
@@ -268,9 +273,9 @@ type acquireReply struct {
 	fences []int64
 }
 
-// acquire runs acquireScript; queued says the caller may already be in a
-// queue, from an earlier attempt.
-func (n *node) acquire(ctx context.Context, keys []string, token string, o Options, channel string, queued bool) (acquireReply, error) {
+// acquireRun runs acquireScript on keys of one slot; queued says the
+// caller may already be in a queue, from an earlier attempt.
+func (n *node) acquireRun(ctx context.Context, keys []string, token string, o Options, channel string, queued bool) (acquireReply, error) {
 	args := []any{token, n.receivers, o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel}
 	if queued {
 		args = append(args, "1")
@@ -315,33 +320,46 @@ func (s *shared) release(ctx context.Context, keys []string, token, entry string
 	var mu sync.Mutex
 	marks := make([]string, want)
 	err := s.verdict(ctx, "release", want, func(ctx context.Context, n *node) (int64, error) {
-		here := ""
-		if n.hub != nil {
-			here = n.hub.channel
-		}
-		v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry, here).Slice()
-		if err != nil {
-			return 0, err
-		}
+		released, found, err := n.release(ctx, keys, token, entry)
 		mu.Lock()
-		for i, m := range v[1 : 1+want] {
-			if m, _ := m.(string); m != "" {
+		for i, m := range found {
+			if m != "" {
 				marks[i] = m
 			}
 		}
 		mu.Unlock()
-		if g := v[1+want:]; len(g) > 0 {
-			n.hub.handOver(g)
-		}
-		released, _ := v[0].(int64)
-		return released, nil
+		return released, err
 	})
 	return marks, err
 }
 
+// releaseRun runs releaseScript on keys of one slot, passes on the grants
+// it made to this Locker's own waiters, and returns how many resources the
+// token still held and, per resource, the wanted mark found.
+func (n *node) releaseRun(ctx context.Context, keys []string, token, entry string) (int64, []string, error) {
+	here := ""
+	if n.hub != nil {
+		here = n.hub.channel
+	}
+	v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry, here).Slice()
+	if err != nil {
+		return 0, nil, err
+	}
+	count := len(keys) / keysPer
+	marks := make([]string, count)
+	for i, m := range v[1 : 1+count] {
+		marks[i], _ = m.(string)
+	}
+	if g := v[1+count:]; len(g) > 0 {
+		n.hub.handOver(g)
+	}
+	released, _ := v[0].(int64)
+	return released, marks, nil
+}
+
 func (s *shared) extend(ctx context.Context, lockKeys []string, token string, ttl time.Duration) error {
 	return s.verdict(ctx, "extend", int64(len(lockKeys)), func(ctx context.Context, n *node) (int64, error) {
-		return n.pipe.Run(ctx, extendScript, lockKeys, token, ttl.Milliseconds()).Int64()
+		return n.extend(ctx, lockKeys, token, ttl)
 	})
 }
 
