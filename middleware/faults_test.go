@@ -2,6 +2,7 @@ package middleware_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -82,6 +83,18 @@ func TestGuard_BusyTooOftenIsArchived(t *testing.T) {
 			ti = w.waitState(t, info.ID, asynq.TaskStateArchived, "the task was not archived after MaxBusy rounds")
 			require.Contains(t, ti.LastErr, "busy 2 times")
 			require.Contains(t, ti.LastErr, "held by billing-cron")
+
+			// An operator runs the archived task again: its count starts over,
+			// so the key still being busy parks it, and it is not archived at
+			// once.
+			require.NoError(t, w.inspect.RunTask("default", info.ID))
+			waitFor(t, 10*time.Second, func() bool {
+				ti, err = w.inspect.GetTaskInfo("default", info.ID)
+				return err == nil && (ti.State == asynq.TaskStateRetry || ti.State == asynq.TaskStateArchived) &&
+					!strings.Contains(ti.LastErr, "busy 2 times")
+			}, "the re-run task had no busy round")
+			require.Equal(t, asynq.TaskStateRetry, ti.State, "archived again at once: %s", ti.LastErr)
+			require.Contains(t, ti.LastErr, "busy round 1")
 		})
 	}
 }

@@ -220,12 +220,21 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 		case <-watch:
 		}
 	}()
+	// ok stays false when the handler fails, panics or is given up on: the
+	// task will run again, and its busy count starts over (a failed run
+	// costs one more script; a successful one, none).
+	ok := false
 	defer func() {
 		close(watch)
 		cancel(nil)
 		g.release(ctx, t, taskRef{queue, id}, lease, after)
+		if !ok {
+			g.forgetBusy(ctx, t, queue, id)
+		}
 	}()
-	return next.ProcessTask(hctx, t)
+	err = next.ProcessTask(hctx, t)
+	ok = err == nil && ctx.Err() == nil
+	return err
 }
 
 // acquire takes free resources at once. When they are busy it takes one

@@ -44,18 +44,44 @@ func parkedQueuesKey(r lock.Resource) string {
 func (g *Guard) parkedTTL() time.Duration { return g.cfg.SafetyNet + time.Minute }
 
 // parkScript counts a busy round on the task's hash and puts its ID at the
-// tail of the resource's parked list, once.
+// tail of the resource's parked list, once, or, when the task has been
+// busy too often or too long, clears its count and does not park it: it
+// is archived, and a re-run starts afresh. Only consecutive busy rounds
+// count: a round whose asynq retry count differs from the last round's
+// follows a failed run, and starts the count over.
 //
 //	KEYS[1] -> parked list  KEYS[2] -> asynq:{q}:t:<id>
-//	ARGV[1] -> task ID  ARGV[2] -> now, unix ms
+//	ARGV[1] -> task ID  ARGV[2] -> now, unix ms  ARGV[3] -> asynq retry count
+//	ARGV[4] -> max busy rounds  ARGV[5] -> busy deadline ms
 //
-// Returns {busy rounds so far, unix ms of the first}.
+// Returns {busy rounds so far, unix ms of the first, verdict}: verdict 0
+// means give up, 2 parked.
 var parkScript = redis.NewScript(`
-local n = redis.call('HINCRBY', KEYS[2], 'turnstile_busy', 1)
-redis.call('HSETNX', KEYS[2], 'turnstile_busy_since', ARGV[2])
+local since = redis.call('HGET', KEYS[2], 'turnstile_busy_since')
+local n
+if since and redis.call('HGET', KEYS[2], 'turnstile_busy_retried') == ARGV[3] then
+  n = redis.call('HINCRBY', KEYS[2], 'turnstile_busy', 1)
+  since = tonumber(since)
+else
+  n = 1
+  since = tonumber(ARGV[2])
+  redis.call('HSET', KEYS[2], 'turnstile_busy', 1, 'turnstile_busy_since', ARGV[2], 'turnstile_busy_retried', ARGV[3])
+end
 redis.call('LREM', KEYS[1], 0, ARGV[1])
+if n >= tonumber(ARGV[4]) or tonumber(ARGV[2]) - since >= tonumber(ARGV[5]) then
+  redis.call('HDEL', KEYS[2], 'turnstile_busy', 'turnstile_busy_since', 'turnstile_busy_retried')
+  return {n, since, 0}
+end
 redis.call('RPUSH', KEYS[1], ARGV[1])
-return {n, tonumber(redis.call('HGET', KEYS[2], 'turnstile_busy_since'))}
+return {n, since, 2}
+`)
+
+// forgetBusyScript clears a task's busy count after a run that failed: its
+// next busy round is its first.
+//
+//	KEYS[1] -> asynq:{q}:t:<id>
+var forgetBusyScript = redis.NewScript(`
+return redis.call('HDEL', KEYS[1], 'turnstile_busy', 'turnstile_busy_since', 'turnstile_busy_retried')
 `)
 
 // parkedInScript adds a queue to the set of queues with tasks parked on a
@@ -167,8 +193,9 @@ func (e *busyRound) Error() string   { return e.msg }
 func (e *busyRound) Unwrap() []error { return []error{ErrBusy, e.busy} }
 
 // park records the busy round and parks the task, or archives it when it
-// has been busy too often or too long. The returned error is the task's
-// last error in asynq: it names the key's kind, the holder and its TTL.
+// has been busy too often or too long in a row. The returned error is the
+// task's last error in asynq: it names the key's kind, the holder and its
+// TTL.
 //
 // A release must find every task parked on the resource, in whatever
 // queue: so the task joins its queue's list, then names the queue in the
@@ -178,23 +205,27 @@ func (e *busyRound) Unwrap() []error { return []error{ErrBusy, e.busy} }
 func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id string, busy *lock.BusyError) error {
 	holder := describe(busy.Owner)
 	what := fmt.Sprintf("%s: %s lock busy for %s, held by %s", t.Type(), busy.Resource.Kind(), busy.TTL.Round(time.Millisecond), holder)
+	retried, _ := asynq.GetRetryCount(ctx)
 	now := time.Now()
+	ttl := g.parkedTTL().Milliseconds()
 	v, err := g.rdb.Run(ctx, parkScript, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
-		id, now.UnixMilli()).Int64Slice()
+		id, now.UnixMilli(), retried, r.MaxBusy, r.BusyDeadline.Milliseconds()).Int64Slice()
 	if err != nil {
 		// Not parked: the retry delay is the only wake-up left.
 		g.log.WarnContext(ctx, "park busy task", slog.String("task_type", t.Type()), slog.Any("error", err))
 		g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
 		return &busyRound{fmt.Sprintf("%s: %s", what, ErrBusy), busy}
 	}
-	rounds, since := v[0], time.UnixMilli(v[1])
-	if int(rounds) >= r.MaxBusy || now.Sub(since) >= r.BusyDeadline {
+	rounds, since, verdict := v[0], time.UnixMilli(v[1]), v[2]
+	if verdict == 0 {
 		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
 	}
-	if err := g.rdb.Run(ctx, parkedInScript, []string{parkedQueuesKey(busy.Resource)}, queue, g.parkedTTL().Milliseconds()).Err(); err != nil {
-		// A release in another queue's worker may miss us; our own
-		// queue's workers still find the list.
-		g.log.WarnContext(ctx, "index parked queue", slog.String("task_type", t.Type()), slog.Any("error", err))
+	if verdict == 2 {
+		if err := g.rdb.Run(ctx, parkedInScript, []string{parkedQueuesKey(busy.Resource)}, queue, ttl).Err(); err != nil {
+			// A release in another queue's worker may miss us; our own
+			// queue's workers still find the list.
+			g.log.WarnContext(ctx, "index parked queue", slog.String("task_type", t.Type()), slog.Any("error", err))
+		}
 	}
 	// Mark the resource wanted, so that its holder's release wakes the
 	// list. A release between our failed acquire and the mark found nobody
@@ -206,6 +237,17 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	}
 	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
 	return &busyRound{fmt.Sprintf("%s (busy round %d): %s", what, rounds, ErrBusy), busy}
+}
+
+// forgetBusy clears the busy count of a task whose run failed, detached
+// from the task's context: its next busy round is its first, however long
+// ago the last one was.
+func (g *Guard) forgetBusy(ctx context.Context, t *asynq.Task, queue, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := g.rdb.Run(ctx, forgetBusyScript, []string{taskKeyPrefix(queue) + id}).Err(); err != nil {
+		g.log.WarnContext(ctx, "clear busy count", slog.String("task_type", t.Type()), slog.Any("error", err))
+	}
 }
 
 // wakeRetries bounds the re-tries of a wake-up whose head task is still on

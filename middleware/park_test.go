@@ -3,6 +3,8 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,4 +106,59 @@ func TestGuard_ParkedTasksOutliveAHolderThatNeverReleases(t *testing.T) {
 	took := time.Since(held.AcquiredAt())
 	t.Logf("%d parked tasks ran %s after a %s holder took the key and never released it", n, took.Round(time.Millisecond), ttl)
 	require.Less(t, took, bound)
+}
+
+// A task busy once long ago, then failing for other reasons through its
+// backoff (or archived by its handler and run again by an operator),
+// starts its busy count over: its next busy round parks it again instead
+// of archiving it for having been "busy for two hours".
+func TestGuard_BusyCountStartsOverAfterARun(t *testing.T) {
+	t.Parallel()
+	failures := []struct {
+		name  string
+		err   error
+		state asynq.TaskState
+	}{
+		{"Retried", errors.New("gateway down"), asynq.TaskStateRetry},
+		{"Archived", fmt.Errorf("gateway down: %w", asynq.SkipRetry), asynq.TaskStateArchived},
+	}
+	for _, be := range backends {
+		for _, f := range failures {
+			t.Run(be.name+"/"+f.name, func(t *testing.T) {
+				t.Parallel()
+				var calls atomic.Int64
+				w := startWorker(t, be, 2, func(context.Context, *asynq.Task) error {
+					if calls.Add(1) == 1 {
+						return f.err
+					}
+					return nil
+				}, func(ws *workerSetup) { ws.rule.Wait = -1 })
+				ctx := t.Context()
+				held := holdKey(t, w, "refund-7", time.Minute)
+
+				info := w.enqueue(t, "refund-7")
+				w.waitState(t, info.ID, asynq.TaskStateRetry, "the task did not park")
+				// That busy round was two hours ago.
+				taskKey := "asynq:{" + w.queue + "}:t:" + info.ID
+				require.NoError(t, w.rdb.HSet(ctx, taskKey, "turnstile_busy_since", time.Now().Add(-2*time.Hour).UnixMilli()).Err())
+
+				require.NoError(t, held.Release(ctx))
+				require.NoError(t, w.inspect.RunTask(w.queue, info.ID))
+				waitFor(t, 10*time.Second, func() bool { return calls.Load() == 1 }, "the task did not run")
+				ti := w.waitState(t, info.ID, f.state, "the failed task was not retried or archived")
+				require.Contains(t, ti.LastErr, "gateway down")
+
+				// The key is busy again on its next run: one busy round, parked.
+				holdKey(t, w, "refund-7", time.Minute)
+				require.NoError(t, w.inspect.RunTask(w.queue, info.ID))
+				waitFor(t, 10*time.Second, func() bool {
+					ti, _ = w.inspect.GetTaskInfo(w.queue, info.ID)
+					return ti != nil && ti.State != asynq.TaskStatePending && ti.State != asynq.TaskStateActive &&
+						ti.LastErr != "" && !strings.Contains(ti.LastErr, "gateway down")
+				}, "no busy round after the failure")
+				require.Equal(t, asynq.TaskStateRetry, ti.State, "archived: %s", ti.LastErr)
+				require.Contains(t, ti.LastErr, "busy round 1")
+			})
+		}
+	}
 }
