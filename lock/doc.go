@@ -19,7 +19,7 @@
 //
 // A lease is owned by a 128-bit random token that only its holder knows; the
 // Locker keeps no per-lease state, so concurrent callers cannot mix tokens.
-// Acquire is one round trip: a script that sets every key only if absent,
+// Acquire is one round trip (per slot, on Cluster): a script that sets every key only if absent,
 // with the TTL in the same command, bumps each resource's fencing counter
 // and, on failure, reports the holder's remaining TTL. Several resources are
 // taken all or none (sorted, so two callers never deadlock). Release is a
@@ -47,12 +47,18 @@
 //
 // A TTL cannot stop a holder that pauses (GC, SIGSTOP, a slow network) past
 // it. Lease.Fence returns a token larger than every earlier lease's on the
-// same resource; a store that refuses writes with a token lower than the
-// last it accepted makes the late write harmless.
+// same resource, also after a restart or a failover that lost the counter's
+// last writes (a fence is at least the server's clock in µs). A store that
+// learns the token at the holder's first access, read or write, and refuses
+// any later access with a lower one makes the late holder harmless; checking
+// writes alone is not enough (an older holder that read before a newer one
+// and commits first undoes the newer one's view).
 //
 // # Deployments
 //
-// New takes a single-node, Sentinel or Cluster client; on Cluster every key
-// of a resource shares one hash tag, and one Acquire's resources must share
-// a slot. NewQuorum spans independent masters with the Redlock algorithm.
+// New takes a single-node, Sentinel or Cluster client. Every key of a
+// resource shares one hash tag, so each script runs on one slot; on Cluster
+// an Acquire of resources in several slots sends one script per slot, in
+// name order, all or none. NewQuorum spans independent masters with the
+// Redlock algorithm.
 package lock
