@@ -396,7 +396,9 @@ func RedactRedisURL(raw string) string {
 // admin) from cfg.RedisURL and pings it with ctx, so that a wrong address or
 // password fails at start rather than at the first job. An empty URL starts
 // an embedded miniredis on 127.0.0.1 and says loudly that its data is lost
-// on exit. The returned close func closes the client and stops any embedded
+// on exit. A real Redis whose maxmemory-policy is not noeviction gets a
+// loud warning (it may evict held locks), one that will not say an info
+// line; neither stops the start. The returned close func closes the client and stops any embedded
 // server; it may be called more than once. On error nothing is left open.
 // A nil logger discards.
 func OpenRedis(ctx context.Context, cfg Config, logger *slog.Logger) (redis.UniversalClient, func() error, error) {
@@ -444,5 +446,8 @@ func OpenRedis(ctx context.Context, cfg Config, logger *slog.Logger) (redis.Univ
 	}
 	logger.InfoContext(ctx, "redis connected",
 		slog.String("mode", string(opts.Mode)), slog.String("redis_url", RedactRedisURL(cfg.RedisURL)))
+	if opts.Mode != RedisEmbedded {
+		warnEviction(ctx, rdb, logger)
+	}
 	return rdb, closeFn, nil
 }
