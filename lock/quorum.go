@@ -159,12 +159,24 @@ func (a *acquisition) raiseFences(ctx context.Context, won map[*node][]int64, fe
 	return already + raised, errs
 }
 
+// raiseFences runs raiseFenceScript on each run of keys that share a
+// Cluster slot, and reports whether every run found the locks held.
+// fences[i] is for keys[2i] and keys[2i+1].
 func (n *node) raiseFences(ctx context.Context, keys []string, token string, fences []any) (bool, error) {
-	v, err := n.pipe.Run(ctx, raiseFenceScript, keys, append([]any{token}, fences...)...).Int()
-	if err != nil {
-		return false, fmt.Errorf("lock: raise fence: %w", err)
+	done := 0 // resources of the runs before
+	for _, run := range n.runs(keys, 2) {
+		per := len(run) / 2
+		args := append([]any{token}, fences[done:done+per]...)
+		v, err := n.pipe.Run(ctx, raiseFenceScript, run, args...).Int()
+		if err != nil {
+			return false, fmt.Errorf("lock: raise fence: %w", err)
+		}
+		if v != 1 {
+			return false, nil
+		}
+		done += per
 	}
-	return v == 1, nil
+	return true, nil
 }
 
 // raiseFenceScript sets fence counters to at least the given fences, while

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnstilehq/turnstile/internal/keyslot"
 	"github.com/turnstilehq/turnstile/internal/redistest"
 )
 
@@ -91,6 +92,8 @@ func setupQuorum(t *testing.T) *quorumBundle {
 		// seconds, as a quorum wants.
 		c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond})
 		t.Cleanup(func() { _ = c.Close() })
+		// Every script call's keys must share a Cluster slot.
+		redistest.CheckSlots(t, c)
 		f := &fault{}
 		c.AddHook(f)
 		b.servers = append(b.servers, s)
@@ -135,50 +138,78 @@ func (b *quorumBundle) counters(ctx context.Context, t *testing.T, r Resource) [
 // (it loses it).
 func TestQuorum_FencesOnlyGrow(t *testing.T) {
 	t.Parallel()
+	t.Run("OneResource", func(t *testing.T) {
+		t.Parallel()
+		testFencesOnlyGrow(t, false, Key("fences only grow"))
+	})
+	// Two resources whose largest fences come from different nodes, on
+	// nodes that take them one slot at a time, as on Redis Cluster.
+	t.Run("TwoSlots", func(t *testing.T) {
+		t.Parallel()
+		rs := []Resource{Key("fences only grow", 1), Key("fences only grow", 2)}
+		require.NotEqual(t, keyslot.Of(rs[0].redisKeys(DefaultPrefix).lock), keyslot.Of(rs[1].redisKeys(DefaultPrefix).lock))
+		testFencesOnlyGrow(t, true, rs...)
+	})
+}
+
+func testFencesOnlyGrow(t *testing.T, sharded bool, rs ...Resource) {
+	t.Helper()
 	b := setupQuorum(t)
 	l := b.locker(t, Config{TTL: 5 * time.Second})
-	r := Key("fences only grow")
-	k := r.redisKeys(DefaultPrefix)
+	for _, n := range l.shared.nodes {
+		n.sharded = sharded
+	}
 	ctx := t.Context()
 
-	var last int64
+	last := make([]int64, len(rs))
 	grow := func(step string) {
 		t.Helper()
-		lease, err := l.Acquire(ctx, r)
+		lease, err := l.Acquire(ctx, rs...)
 		require.NoError(t, err, step)
-		f := lease.Fence(r)
-		require.Greater(t, f, last, "%s: fence went backwards; counters now %v", step, b.counters(ctx, t, r))
-		last = f
+		for i, r := range rs {
+			f := lease.Fence(r)
+			require.Greater(t, f, last[i], "%s: %s's fence went backwards; counters now %v", step, r, b.counters(ctx, t, r))
+			last[i] = f
+		}
 		require.NoError(t, lease.Release(ctx), step)
 	}
 	partition := func(i int, down bool) { b.faults[i].down.Store(down) }
 
 	grow("first acquisition, every node up")
 
-	// Another holder has nodes 1 and 2: attempts win node 0 alone, bump its
-	// counter and give it back.
+	// Another holder has the first resource on nodes 1 and 2: attempts
+	// win node 0 alone, bump its counters and give them back.
+	first := rs[0].redisKeys(DefaultPrefix).lock
 	for _, c := range b.clients[1:] {
-		require.NoError(t, c.Set(ctx, k.lock, "someone else", 0).Err())
+		require.NoError(t, c.Set(ctx, first, "someone else", 0).Err())
 	}
 	for range 5 {
-		_, err := l.Acquire(ctx, r)
+		_, err := l.Acquire(ctx, rs...)
 		require.ErrorIs(t, err, ErrNotAcquired)
 	}
 	for _, c := range b.clients[1:] {
-		require.NoError(t, c.Del(ctx, k.lock).Err())
+		require.NoError(t, c.Del(ctx, first).Err())
 	}
-	// And node 0 once restarted with its clock a second ahead.
-	require.NoError(t, b.clients[0].IncrBy(ctx, k.fence, int64(time.Second/time.Microsecond)).Err())
-	t.Logf("counters after the skew: %v", b.counters(ctx, t, r))
+	// And node 0 once restarted with its clock an hour ahead (node 1, for
+	// the last resource when there are several).
+	skewed := rs[len(rs)-1]
+	node := min(len(rs)-1, 1)
+	require.NoError(t, b.clients[node].IncrBy(ctx, skewed.redisKeys(DefaultPrefix).fence, int64(time.Hour/time.Microsecond)).Err())
+	for _, r := range rs {
+		t.Logf("%s: counters after the skew: %v", r, b.counters(ctx, t, r))
+	}
 
-	// The sequence: X wins {0, 1} with node 0's high fence, then Z
-	// wins {1, 2}.
+	// The sequence: X wins {0, 1} with the skewed node's high
+	// fence, then Z wins {1, 2}, and {0, 2}.
 	partition(2, true)
 	grow("X wins {0, 1}")
 	partition(2, false)
 	partition(0, true)
 	grow("Z wins {1, 2}")
 	partition(0, false)
+	partition(1, true)
+	grow("{0, 2} while 1 is cut off")
+	partition(1, false)
 	grow("every node up again")
 
 	// Crashes: a node comes back empty and starts its counter from its
@@ -205,14 +236,14 @@ func TestQuorum_FencesOnlyGrow(t *testing.T) {
 func TestQuorum_FenceWriteBack(t *testing.T) {
 	t.Parallel()
 
-	// skew makes node 0's counter for r run a second ahead of the others'.
+	// skew makes node 0's counter for r run an hour ahead of the others'.
 	skew := func(t *testing.T, b *quorumBundle, l *Locker, r Resource) {
 		t.Helper()
 		lease, err := l.Acquire(t.Context(), r)
 		require.NoError(t, err)
 		require.NoError(t, lease.Release(t.Context()))
 		fk := r.redisKeys(DefaultPrefix).fence
-		require.NoError(t, b.clients[0].IncrBy(t.Context(), fk, int64(time.Second/time.Microsecond)).Err())
+		require.NoError(t, b.clients[0].IncrBy(t.Context(), fk, int64(time.Hour/time.Microsecond)).Err())
 	}
 
 	t.Run("FailsOnMajority", func(t *testing.T) {
