@@ -76,7 +76,8 @@ type GuardConfig struct {
 	Concurrency int
 	// SafetyNet caps the retry delay of a busy task, which otherwise is the
 	// holder's remaining TTL plus a second (see Guard.RetryDelay); it only
-	// matters when a wake-up is lost (default DefaultSafetyNet).
+	// matters when a wake-up is lost (default DefaultSafetyNet). Parked
+	// lists expire a minute after it.
 	SafetyNet time.Duration
 	// RetryDelay is the delay before retrying a task that failed (default
 	// asynq.DefaultRetryDelayFunc); busy rounds do not use it.

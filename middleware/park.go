@@ -37,10 +37,15 @@ func parkedQueuesKey(r lock.Resource) string {
 	return "asynq:turnstile:parked:{" + r.String() + "}:queues"
 }
 
-// parkedTTL is how long the set naming a queue with tasks parked on a
-// resource outlives the last task parked from that queue. An entry is
-// useful only while its task waits in the retry set, at most the safety
-// net.
+// maxParked caps a parked list. A task that finds its list full is not
+// parked: it retries after its busy delay like any busy task. The cap
+// bounds the list's memory and the O(n) LREM of each park.
+const maxParked = 1000
+
+// parkedTTL is how long a parked list, and the set naming its queue,
+// outlive the last task parked in it. An entry is useful only while its
+// task waits in the retry set, at most the safety net; after that the
+// task retried by itself, and its ID, if left behind, is stale.
 func (g *Guard) parkedTTL() time.Duration { return g.cfg.SafetyNet + time.Minute }
 
 // parkScript counts a busy round on the task's hash and puts its ID at the
@@ -53,9 +58,10 @@ func (g *Guard) parkedTTL() time.Duration { return g.cfg.SafetyNet + time.Minute
 //	KEYS[1] -> parked list  KEYS[2] -> asynq:{q}:t:<id>
 //	ARGV[1] -> task ID  ARGV[2] -> now, unix ms  ARGV[3] -> asynq retry count
 //	ARGV[4] -> max busy rounds  ARGV[5] -> busy deadline ms
+//	ARGV[6] -> list TTL ms  ARGV[7] -> list cap
 //
 // Returns {busy rounds so far, unix ms of the first, verdict}: verdict 0
-// means give up, 2 parked.
+// means give up, 1 not parked (the list is full), 2 parked.
 var parkScript = redis.NewScript(`
 local since = redis.call('HGET', KEYS[2], 'turnstile_busy_since')
 local n
@@ -72,8 +78,13 @@ if n >= tonumber(ARGV[4]) or tonumber(ARGV[2]) - since >= tonumber(ARGV[5]) then
   redis.call('HDEL', KEYS[2], 'turnstile_busy', 'turnstile_busy_since', 'turnstile_busy_retried')
   return {n, since, 0}
 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return {n, since, 2}
+local verdict = 1
+if redis.call('LLEN', KEYS[1]) < tonumber(ARGV[7]) then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  verdict = 2
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {n, since, verdict}
 `)
 
 // forgetBusyScript clears a task's busy count after a run that failed: its
@@ -209,7 +220,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	now := time.Now()
 	ttl := g.parkedTTL().Milliseconds()
 	v, err := g.rdb.Run(ctx, parkScript, []string{parkedKey(queue, busy.Resource), taskKeyPrefix(queue) + id},
-		id, now.UnixMilli(), retried, r.MaxBusy, r.BusyDeadline.Milliseconds()).Int64Slice()
+		id, now.UnixMilli(), retried, r.MaxBusy, r.BusyDeadline.Milliseconds(), ttl, maxParked).Int64Slice()
 	if err != nil {
 		// Not parked: the retry delay is the only wake-up left.
 		g.log.WarnContext(ctx, "park busy task", slog.String("task_type", t.Type()), slog.Any("error", err))

@@ -162,3 +162,29 @@ func TestGuard_BusyCountStartsOverAfterARun(t *testing.T) {
 		}
 	}
 }
+
+// Parked lists expire: an ID left behind by a task that ran on its own
+// retry cannot stay in Redis forever, nor can the index of the queues with
+// tasks parked on a key.
+func TestGuard_ParkedListsExpire(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			w := startWorker(t, be, 2, func(context.Context, *asynq.Task) error { return nil },
+				func(ws *workerSetup) { ws.rule.Wait = -1 })
+			holdKey(t, w, "k", time.Minute)
+			info := w.enqueue(t, "k")
+			w.waitState(t, info.ID, asynq.TaskStateRetry, "the task did not park")
+			keys, err := w.rdb.Keys(t.Context(), "*turnstile:parked*").Result()
+			require.NoError(t, err)
+			require.NotEmpty(t, keys)
+			for _, k := range keys {
+				ttl, err := w.rdb.PTTL(t.Context(), k).Result()
+				require.NoError(t, err)
+				require.Positive(t, ttl, "%s has no TTL", k)
+				require.LessOrEqual(t, ttl, 3*time.Hour, "%s lives too long", k)
+			}
+		})
+	}
+}

@@ -1,0 +1,47 @@
+package middleware
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// A parked list holds at most its cap: a task that finds it full is not
+// parked (verdict 1) and retries on its busy delay, and every park renews
+// the list's TTL.
+func TestParkScript_CapsAndExpiresTheList(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Server(t).Client(t)
+	redistest.CheckSlots(t, rdb)
+	ctx := t.Context()
+	list := parkedKey("default", lock.Key("thing", "full"))
+	const limit, ttl = 3, time.Minute
+	var verdicts []int64
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		v, err := parkScript.Run(ctx, rdb, []string{list, taskKeyPrefix("default") + id},
+			id, time.Now().UnixMilli(), 0, 100, time.Hour.Milliseconds(), ttl.Milliseconds(), limit).Int64Slice()
+		require.NoError(t, err)
+		require.Len(t, v, 3, "reply %v", v)
+		verdicts = append(verdicts, v[2])
+	}
+	require.Equal(t, []int64{2, 2, 2, 1, 1}, verdicts)
+	ids, err := rdb.LRange(ctx, list, 0, -1).Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b", "c"}, ids)
+	left, err := rdb.PTTL(ctx, list).Result()
+	require.NoError(t, err)
+	require.Positive(t, left)
+	require.LessOrEqual(t, left, ttl)
+
+	// A parked task parking again keeps one entry, at the tail.
+	_, err = parkScript.Run(ctx, rdb, []string{list, taskKeyPrefix("default") + "a"},
+		"a", time.Now().UnixMilli(), 0, 100, time.Hour.Milliseconds(), ttl.Milliseconds(), limit).Int64Slice()
+	require.NoError(t, err)
+	ids, err = rdb.LRange(ctx, list, 0, -1).Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"b", "c", "a"}, ids)
+}
