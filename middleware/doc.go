@@ -22,12 +22,15 @@
 // A task whose resources are held either waits for the release (a few
 // tasks per key and process, for a short budget) or parks: it returns a
 // busy error, which IsFailure does not count against the retry budget,
-// with a long safety-net retry delay, and its ID joins a per-key list in
-// Redis. Every release moves the head of that list straight to the head of
-// its queue's pending list, so the next contender runs within milliseconds
-// instead of waiting for asynq's retry scan. Guarded task types therefore
-// need MaxRetry >= 1: asynq archives a task whose retries are used up
-// before it looks at the error.
+// and its ID joins a per-key list in Redis. The release of the key moves
+// the head of that list straight to the head of its queue's pending list,
+// in every queue a task parked on the key from, so the next contender
+// runs within milliseconds instead of waiting for asynq's retry scan. A
+// holder that crashes releases nothing, so a busy task also retries by
+// itself once the holder's lease would have run out (RetryDelay: the
+// holder's remaining TTL plus a second, at most GuardConfig.SafetyNet).
+// Guarded task types therefore need MaxRetry >= 1: asynq archives a task
+// whose retries are used up before it looks at the error.
 //
 // # Abandoned handlers
 //
