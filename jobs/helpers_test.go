@@ -22,22 +22,29 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // shop is a Service on its own Redis, with two ticket types.
 type shop struct {
-	svc     *jobs.Service
-	store   *ledger.Store
-	rdb     redis.UniversalClient
+	svc   *jobs.Service
+	store *ledger.Store
+	rdb   redis.UniversalClient // the locks' and asynq's client
+	// books is the ledger's and the gateway's client, on the same Redis,
+	// with redistest.CheckSlots: each of their script calls must stay in
+	// one Cluster slot.
+	books   redis.UniversalClient
 	gw      *gateway.Simulator
 	locker  *lock.Locker
 	inspect *asynq.Inspector
 }
 
-func newShop(t *testing.T, rdb redis.UniversalClient) *shop {
+func newShop(t *testing.T, rdb *redis.Client) *shop {
 	t.Helper()
 	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, locker.Close()) })
-	gw, err := gateway.NewSimulator(rdb, gateway.Config{})
+	books := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr})
+	t.Cleanup(func() { require.NoError(t, books.Close()) })
+	redistest.CheckSlots(t, books)
+	gw, err := gateway.NewSimulator(books, gateway.Config{})
 	require.NoError(t, err)
-	store := ledger.New(rdb, "")
+	store := ledger.New(books, "")
 	for _, tt := range []ledger.TicketType{
 		{ID: "gold", Name: "Gold", Capacity: 10, Price: 2500, Currency: "EUR"},
 		{ID: "floor", Name: "Floor", Capacity: 100, Price: 900, Currency: "EUR"},
@@ -48,6 +55,7 @@ func newShop(t *testing.T, rdb redis.UniversalClient) *shop {
 		svc:     &jobs.Service{Store: store, Gateway: gw, Locker: locker, Client: asynq.NewClientFromRedisClient(rdb)},
 		store:   store,
 		rdb:     rdb,
+		books:   books,
 		gw:      gw,
 		locker:  locker,
 		inspect: asynq.NewInspectorFromRedisClient(rdb),

@@ -22,7 +22,7 @@ import (
 func racingShop(t *testing.T, noLock bool) *shop {
 	t.Helper()
 	s := newShop(t, redistest.Server(t).Client(t))
-	gw, err := gateway.NewSimulator(s.rdb, gateway.Config{Latency: 10 * time.Millisecond, Seed: 7})
+	gw, err := gateway.NewSimulator(s.books, gateway.Config{Latency: 10 * time.Millisecond, Seed: 7})
 	require.NoError(t, err)
 	s.gw, s.svc.Gateway, s.svc.NoLock = gw, gw, noLock
 	s.svc.PaymentWindow = time.Hour // revokes run when the test says

@@ -24,15 +24,20 @@ var backends = []struct {
 	{"Redis", serverClient},
 }
 
+// The clients check that each script call's keys share one Cluster slot.
+
 func miniClient(t *testing.T) redis.UniversalClient {
 	t.Helper()
 	_, c := redistest.MiniClient(t)
+	redistest.CheckSlots(t, c)
 	return c
 }
 
 func serverClient(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	return redistest.Server(t).Client(t)
+	c := redistest.Server(t).Client(t)
+	redistest.CheckSlots(t, c)
+	return c
 }
 
 func newOrder(id string) *ledger.Order {
