@@ -24,16 +24,28 @@ var errFault = errors.New("node unreachable (simulated)")
 
 // fault makes a client fail, before anything reaches Redis, either every
 // command (down: a partition, the node keeps its data) or only the fence
-// write-back (noRaise).
-type fault struct{ down, noRaise atomic.Bool }
+// write-back (noRaise). It counts the write-backs sent (EVALSHA, which each
+// starts with; an EVAL follows only when the server lacks the script).
+type fault struct {
+	down, noRaise atomic.Bool
+	raises        atomic.Int32
+}
 
 func (f *fault) hits(cmd redis.Cmder) bool {
 	if f.down.Load() {
 		return true
 	}
-	if !f.noRaise.Load() {
+	if !isRaise(cmd) {
 		return false
 	}
+	if strings.EqualFold(cmd.Name(), "evalsha") {
+		f.raises.Add(1)
+	}
+	return f.noRaise.Load()
+}
+
+// isRaise reports whether cmd runs raiseFenceScript.
+func isRaise(cmd redis.Cmder) bool {
 	args := cmd.Args()
 	if len(args) < 2 {
 		return false
@@ -245,6 +257,29 @@ func TestQuorum_FenceWriteBack(t *testing.T) {
 		fk := r.redisKeys(DefaultPrefix).fence
 		require.NoError(t, b.clients[0].IncrBy(t.Context(), fk, int64(time.Hour/time.Microsecond)).Err())
 	}
+
+	// Once the counters agree, which an acquisition that won every node
+	// makes them, no write-back is sent.
+	t.Run("OnlyWhenBehind", func(t *testing.T) {
+		t.Parallel()
+		b := setupQuorum(t)
+		l := b.locker(t, Config{TTL: 5 * time.Second})
+		r := Key("write-back only when behind")
+		skew(t, b, l, r)
+		raises := func() (n int32) {
+			for _, f := range b.faults {
+				n += f.raises.Swap(0)
+			}
+			return n
+		}
+		raises()
+		for i, want := range []int32{2, 0, 0} {
+			lease, err := l.Acquire(t.Context(), r)
+			require.NoError(t, err)
+			require.NoError(t, lease.Release(t.Context()))
+			require.Equal(t, want, raises(), "acquisition %d", i+1)
+		}
+	})
 
 	t.Run("FailsOnMajority", func(t *testing.T) {
 		t.Parallel()
