@@ -121,9 +121,12 @@ func New(client redis.UniversalClient, cfg Config) (*Locker, error) {
 // NewQuorum returns a Locker that holds a lease only while a majority of
 // independent Redis masters agree (the Redlock algorithm). A lease's
 // validity is its TTL minus the time acquisition took and a clock-drift
-// allowance. Waiting polls with jittered backoff instead of queueing, and
-// a lease's fence is the largest among the majority, so fences stay
-// ordered only as far as the masters' counters and clocks are.
+// allowance. Waiting polls with jittered backoff instead of queueing, for
+// the whole Wait, with a last try at the deadline. A lease's fence is the
+// largest among the nodes it won, written back to them before Acquire
+// returns, and a lease needs a majority of nodes that carry it, so fences
+// grow from lease to lease across partitions, and across crashes while the
+// masters' clocks agree.
 func NewQuorum(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 	if len(clients) < 3 {
 		return nil, fmt.Errorf("lock: quorum needs at least 3 clients, got %d", len(clients))
