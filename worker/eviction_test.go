@@ -90,3 +90,16 @@ func TestCheckEviction_NamesTheNode(t *testing.T) {
 	require.Contains(t, logs.String(), "addr="+b.Addr())
 	require.NotContains(t, logs.String(), "addr="+a.Addr())
 }
+
+// A cluster client is checked master by master (here miniredis, which
+// answers CLUSTER SLOTS as one node and knows no CONFIG).
+func TestWarnEviction_Cluster(t *testing.T) {
+	t.Parallel()
+	mr := redistest.Mini(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{mr.Addr()}})
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	var logs bytes.Buffer
+	warnEviction(t.Context(), c, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.Contains(t, logs.String(), "level=INFO msg=\"cannot read maxmemory-policy")
+	require.Contains(t, logs.String(), "addr="+mr.Addr(), "the master is named")
+}
