@@ -77,8 +77,9 @@ type Config struct {
 	// AdminAddr is the host:port of the admin HTTP server (default
 	// DefaultAdminAddr, loopback only). Empty turns it off.
 	AdminAddr string
-	// AdminToken guards the admin routes that change something; empty
-	// refuses them. A secret: String and LogValue hide it.
+	// AdminToken guards every admin route but /healthz, /readyz and
+	// /metrics; empty leaves the reads open (keep AdminAddr on loopback)
+	// and refuses changes. A secret: String and LogValue hide it.
 	AdminToken string
 }
 
@@ -290,8 +291,8 @@ func configVars() []configVar {
 		},
 		{
 			ConfigVar: ConfigVar{
-				Env: "TURNSTILE_ADMIN_TOKEN", Flag: "admin-token", Default: "empty: changes refused",
-				Usage: "bearer token for the admin routes that change something (force-release, enqueue)",
+				Env: "TURNSTILE_ADMIN_TOKEN", Flag: "admin-token", Default: "empty: reads open, changes refused",
+				Usage: "token for every admin route but /healthz, /readyz and /metrics (bearer, or Basic password in a browser)",
 			},
 			redact: func(string) string { return "***" },
 			parse:  func(c *Config, s string) error { c.AdminToken = s; return nil },

@@ -61,14 +61,14 @@ func TestEndToEnd_RefundThroughTheAPI(t *testing.T) {
 			return true
 		}, 10*time.Second, 50*time.Millisecond, "enqueue %s; log:\n%s", typ, &logs)
 		require.Eventually(t, func() bool {
-			_, body := httpDo(t, http.MethodGet, base+"/api/v1/tasks/"+created.Queue+"/"+created.TaskID, "", "")
+			_, body := httpDo(t, http.MethodGet, base+"/api/v1/tasks/"+created.Queue+"/"+created.TaskID, token, "")
 			return strings.Contains(body, `"state":"completed"`)
 		}, 30*time.Second, 50*time.Millisecond, "%s did not complete; log:\n%s", typ, &logs)
 	}
 	enqueue(jobs.KindConfirm, `{"order_id":"o-e2e","webhook_id":"wh-1","amount":5000,"currency":"EUR"}`)
 	enqueue(jobs.KindRefund, `{"order_id":"o-e2e","refund_id":"r-1","amount":5000,"currency":"EUR"}`)
 
-	code, body := httpDo(t, http.MethodGet, base+"/api/v1/locks", "", "")
+	code, body := httpDo(t, http.MethodGet, base+"/api/v1/locks", token, "")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `"locks":[]`, "no lock left")
 	got, err := store.Order(t.Context(), order.ID)

@@ -131,7 +131,7 @@ func TestWorkerAndEnqueue(t *testing.T) {
 		t.Fatalf("the worker did not run the task enqueued over HTTP; its log:\n%s", logs.String())
 	}
 	require.Eventually(t, func() bool {
-		code, body := httpDo(t, http.MethodGet, "http://"+adminAddr+"/api/v1/locks", "", "")
+		code, body := httpDo(t, http.MethodGet, "http://"+adminAddr+"/api/v1/locks", token, "")
 		return code == http.StatusOK && strings.Contains(body, `"locks":[]`)
 	}, 10*time.Second, 50*time.Millisecond, "a lock outlived its task")
 
