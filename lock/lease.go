@@ -84,9 +84,11 @@ func (l *Lease) startTimers(ctx context.Context, refresh bool, first time.Durati
 func (l *Lease) Resources() []Resource { return slices.Clone(l.resources) }
 
 // Fence returns r's fencing token: larger than that of every earlier lease
-// on r. Give it to the store with every write, and have the store refuse a
-// token lower than the last it accepted for r; that makes a write from a
-// holder that paused past its TTL harmless. Zero if r is not leased.
+// on r. Give it to the store with every read and write, and have the store
+// refuse a token lower than the highest it has seen for r, on a read or a
+// write; that makes a holder that paused past its TTL harmless (checking
+// writes alone lets an older holder that read first undo a newer one's
+// update). Zero if r is not leased.
 func (l *Lease) Fence(r Resource) int64 {
 	i, ok := slices.BinarySearchFunc(l.resources, r, func(a, b Resource) int {
 		return strings.Compare(a.name, b.name)
