@@ -279,6 +279,9 @@ type taskRef struct{ queue, id string }
 // queue, in each of queues and, when indexed, in each queue the resource's
 // set of parked queues names, and returns the resources that surely had
 // no task parked in any of them. It runs detached from the task's context.
+// The sets are read alongside the first wake-ups in queues, so a release
+// whose parked tasks are all in its own queues waits for no extra round
+// trip.
 func (g *Guard) wake(ctx context.Context, from taskRef, queues []string, resources []lock.Resource, indexed bool) (unwanted []lock.Resource) {
 	unwanted = slices.Clone(resources)
 	keep := func(r lock.Resource) {
@@ -292,20 +295,27 @@ func (g *Guard) wake(ctx context.Context, from taskRef, queues []string, resourc
 	}
 	var lists []*list
 	for _, res := range resources {
-		qs := queues
-		if indexed {
-			more, err := g.rdb.Run(ctx, parkedQueuesScript, []string{parkedQueuesKey(res)}).StringSlice()
-			if err != nil {
-				// A queue we do not serve may have tasks parked on res: keep
-				// its mark, so a later release tries again.
-				g.log.WarnContext(ctx, "read parked queues", slog.String("resource", res.String()), slog.Any("error", err))
-				keep(res)
-			}
-			qs = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(queues), more...))))
-		}
-		for _, q := range qs {
+		for _, q := range queues {
 			lists = append(lists, &list{queue: q, res: res})
 		}
+	}
+	// One goroutine per script, so that they share a flight.
+	run := func(ls []*list, also func(*sync.WaitGroup)) {
+		var wg sync.WaitGroup
+		for _, l := range ls {
+			self := ""
+			if l.queue == from.queue {
+				self = from.id
+			}
+			wg.Go(func() {
+				l.n, l.err = g.rdb.Run(ctx, wakeScript, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
+					taskKeyPrefix(l.queue), self).Int()
+			})
+		}
+		if also != nil {
+			also(&wg)
+		}
+		wg.Wait()
 	}
 	pause := wakeRetryFirst
 	for attempt := 0; len(lists) > 0; attempt++ {
@@ -320,19 +330,37 @@ func (g *Guard) wake(ctx context.Context, from taskRef, queues []string, resourc
 			}
 			pause = min(2*pause, wakeRetryMax)
 		}
-		// One goroutine per list, so that the scripts share a flight.
-		var wg sync.WaitGroup
-		for _, l := range lists {
-			self := ""
-			if l.queue == from.queue {
-				self = from.id
-			}
-			wg.Go(func() {
-				l.n, l.err = g.rdb.Run(ctx, wakeScript, []string{parkedKey(l.queue, l.res), retryKey(l.queue), pendingKey(l.queue)},
-					taskKeyPrefix(l.queue), self).Int()
+		if attempt > 0 || !indexed {
+			run(lists, nil)
+		} else {
+			sets := make([][]string, len(resources))
+			errs := make([]error, len(resources))
+			run(lists, func(wg *sync.WaitGroup) {
+				for i, res := range resources {
+					wg.Go(func() {
+						sets[i], errs[i] = g.rdb.Run(ctx, parkedQueuesScript, []string{parkedQueuesKey(res)}).StringSlice()
+					})
+				}
 			})
+			var more []*list
+			for i, res := range resources {
+				if errs[i] != nil {
+					// A queue we do not serve may have tasks parked on res:
+					// keep its mark, so a later release tries again.
+					g.log.WarnContext(ctx, "read parked queues", slog.String("resource", res.String()), slog.Any("error", errs[i]))
+					keep(res)
+				}
+				for _, q := range sets[i] {
+					if !slices.Contains(queues, q) {
+						more = append(more, &list{queue: q, res: res})
+					}
+				}
+			}
+			if len(more) > 0 {
+				run(more, nil)
+				lists = append(lists, more...)
+			}
 		}
-		wg.Wait()
 		later := lists[:0]
 		for _, l := range lists {
 			if l.err != nil {
