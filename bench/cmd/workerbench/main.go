@@ -1,65 +1,71 @@
-// Command workerbench measures what turnstile's worker costs over bare
-// asynq, and how it copes with a hot key, in one run against a
-// redis-server it starts on a free 127.0.0.1 port and kills when it exits.
+// Command workerbench measures turnstile's worker against bare asynq and
+// against the guards a team writes without it, on the same asynq server
+// settings, handlers and keys, in one run against a redis-server it starts
+// on a free 127.0.0.1 port and kills when it exits.
 //
-//   - Throughput: -tasks no-op tasks on bare asynq, then the same tasks
-//     behind the full middleware chain (recovery, tracing with the SDK,
-//     unknown-type archiving, the lock guard), each on its own key.
-//   - Hot key: -hot tasks on one key and -tasks on distinct keys, each
-//     holding its key for -hold, enqueued at once in a shuffled order. The
-//     cold tasks' throughput is compared with a run without the hot key,
-//     and the time until the last hot task is done with the serial ideal:
-//     -hot holds back to back in one goroutine, measured in the same run.
+// Modes: bare (asynq, no lock), guard (middleware.Guard alone), chain
+// (worker.New: recovery, tracing, unknown-type archiving, guard), redsync
+// (a redsync Mutex per resource with redsync's defaults, busy -> error ->
+// asynq's default retry delay) and redislock (bsm/redislock,
+// LinearBackoff(100ms) for at most 1 s, busy -> error).
 //
-// The throughput phases also report the CPU time per task of this process
-// (the worker) and of redis-server, which say where a lower throughput
-// comes from on a machine whose cores the two share.
+// Scenarios (-scenarios):
 //
-// Every phase runs -rounds times, interleaved, and the medians are
-// reported. Usage, from the repository root or from bench/:
+//   - noop, work: -tasks tasks on distinct keys, no-op and -work handlers:
+//     tasks/s and the worker's and redis-server's CPU µs per task.
+//   - hot, hotlong: -hot tasks holding one key for -hold, -hot-long
+//     tasks holding it for -hold-long: the time until the last was done
+//     over the serial ideal, the hot handlers' measured times summed.
+//   - cold: -tasks cold tasks beside -hot tasks on one key, all holding
+//     their key for -work: the cold tasks' rate over their rate in the
+//     work scenario of the same mode and round.
+//   - flash: -sale tasks on one resource, each GETs the stock and SETs it
+//     one lower if positive: sold/s, p99 from the server's start to done,
+//     and the check that the final stock equals the start minus the sales.
+//     Bare shows the lost updates; a locked mode that loses one fails the
+//     run.
+//   - parked: in the chain, -parked tasks (and 100) parked on one key
+//     behind a holder: Redis memory per parked task, then Redis CPU and
+//     wall time per woken task for the first -wakes after the release.
 //
-//	go run ./bench/cmd/workerbench [-rounds 3] [-json]
+// Every scenario runs -rounds times, the modes taking turns in an order
+// that rotates round by round, and the medians are reported as a markdown
+// table. Usage, from the repository root or from bench/:
 //
-// With -json the last line of stdout is one JSON object:
-// {"bare_per_s": N, "guarded_per_s": N, "guarded_ratio": R, "cold_ratio": R, "hot_vs_ideal": R,
-// "bare_worker_cpu_us": N, "bare_redis_cpu_us": N, "guarded_worker_cpu_us": N, "guarded_redis_cpu_us": N}.
+//	go run ./bench/cmd/workerbench [-rounds 3] [-scenarios noop,flash] [-modes guard,redsync] [-json]
+//
+// With -json the last line of stdout is one JSON object holding every
+// figure; the README's bench section lists the names.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
-	"strconv"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
-	"github.com/turnstilehq/turnstile/lock"
-	"github.com/turnstilehq/turnstile/middleware"
 	"github.com/turnstilehq/turnstile/telemetry"
-	"github.com/turnstilehq/turnstile/worker"
 )
 
-const taskType = "bench:hold"
+var scenarioNames = []string{"noop", "work", "hot", "hotlong", "cold", "flash", "parked"}
 
 type config struct {
-	tasks, hot, concurrency, rounds int
-	hold                            time.Duration
-	json                            bool
-	redisServer, cpuProfile         string
+	tasks, hot, hotLong, sale, parked, wakes int
+	concurrency, rounds                      int
+	work, hold, holdLong                     time.Duration
+	scenarios                                map[string]bool
+	modes                                    []mode
+	json                                     bool
+	redisServer, cpuProfile                  string
 }
 
 func main() {
@@ -72,35 +78,50 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("workerbench", flag.ContinueOnError)
 	var c config
-	fs.IntVar(&c.tasks, "tasks", 5000, "tasks on distinct keys per phase")
-	fs.IntVar(&c.hot, "hot", 500, "tasks on the hot key")
+	var scenarios, modes string
+	fs.IntVar(&c.tasks, "tasks", 5000, "tasks on distinct keys (noop, work, cold)")
+	fs.IntVar(&c.hot, "hot", 500, "tasks on the hot key (hot, cold)")
+	fs.IntVar(&c.hotLong, "hot-long", 300, "tasks on the hot key (hotlong)")
+	fs.IntVar(&c.sale, "sale", 2000, "tasks and units of stock in the flash sale")
+	fs.IntVar(&c.parked, "parked", 10000, "tasks parked on one key (parked; 100 are parked too)")
+	fs.IntVar(&c.wakes, "wakes", 100, "woken tasks measured after the release (parked)")
 	fs.IntVar(&c.concurrency, "concurrency", 32, "the worker's concurrency")
-	fs.IntVar(&c.rounds, "rounds", 3, "rounds of every phase; medians are reported")
-	fs.DurationVar(&c.hold, "hold", 2*time.Millisecond, "how long a hot-key phase task holds its key")
-	fs.BoolVar(&c.json, "json", false, "print the results as JSON on the last line")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds of every scenario; medians are reported")
+	fs.DurationVar(&c.work, "work", 2*time.Millisecond, "the handler's time in work and cold")
+	fs.DurationVar(&c.hold, "hold", time.Millisecond, "the handler's time in hot")
+	fs.DurationVar(&c.holdLong, "hold-long", 20*time.Millisecond, "the handler's time in hotlong")
+	fs.StringVar(&scenarios, "scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
+	fs.StringVar(&modes, "modes", strings.Join(modeNames[:], ","), "modes to run")
+	fs.BoolVar(&c.json, "json", false, "print every figure as JSON on the last line")
 	fs.StringVar(&c.redisServer, "redis-server", "redis-server", "the redis-server binary")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the guarded throughput phases to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the chain's first noop phase to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if c.tasks < 1 || c.hot < 1 || c.concurrency < 1 || c.rounds < 1 {
-		return c, errors.New("-tasks, -hot, -concurrency and -rounds must be positive")
+	if min(c.tasks, c.hot, c.hotLong, c.sale, c.parked, c.wakes, c.concurrency, c.rounds) < 1 {
+		return c, errors.New("-tasks, -hot, -hot-long, -sale, -parked, -wakes, -concurrency and -rounds must be positive")
 	}
-	return c, nil
+	c.scenarios = map[string]bool{}
+	for s := range strings.SplitSeq(scenarios, ",") {
+		s = strings.TrimSpace(s)
+		if indexOf(scenarioNames, s) < 0 {
+			return c, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(scenarioNames, ","))
+		}
+		c.scenarios[s] = true
+	}
+	var err error
+	c.modes, err = parseModes(modes)
+	return c, err
 }
 
-// results are the medians over the rounds.
-type results struct {
-	BarePerS     float64 `json:"bare_per_s"`
-	GuardedPerS  float64 `json:"guarded_per_s"`
-	GuardedRatio float64 `json:"guarded_ratio"`
-	ColdRatio    float64 `json:"cold_ratio"`
-	HotVsIdeal   float64 `json:"hot_vs_ideal"`
-	// CPU µs per task.
-	BareWorkerCPU    float64 `json:"bare_worker_cpu_us"`
-	BareRedisCPU     float64 `json:"bare_redis_cpu_us"`
-	GuardedWorkerCPU float64 `json:"guarded_worker_cpu_us"`
-	GuardedRedisCPU  float64 `json:"guarded_redis_cpu_us"`
+type bench struct {
+	cfg config
+	srv *redisserver.Server
+	rdb *redis.Client
+	tel *telemetry.Providers
+	fig figures
+	// failures are the checks that failed, as messages.
+	failures []string
 }
 
 func run() (err error) {
@@ -123,312 +144,155 @@ func run() (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, tel.Shutdown(context.WithoutCancel(ctx))) }()
-	b := &bench{cfg: cfg, srv: srv, rdb: rdb, tel: tel}
-
-	var bare, guarded []throughput
-	var coldAlone, coldWithHot, hotRatio []float64
+	b := &bench{cfg: cfg, srv: srv, rdb: rdb, tel: tel, fig: figures{}}
+	began := time.Now()
 	for round := range cfg.rounds {
-		t, err := b.throughput(ctx, false)
-		if err != nil {
+		if err := b.round(ctx, round); err != nil {
 			return err
 		}
-		bare = append(bare, t)
-		if t, err = b.profiled(round == 0, func() (throughput, error) { return b.throughput(ctx, true) }); err != nil {
-			return err
-		}
-		guarded = append(guarded, t)
-		alone, _, err := b.hotKey(ctx, 0)
-		if err != nil {
-			return err
-		}
-		coldAlone = append(coldAlone, alone)
-		withHot, hotTime, err := b.hotKey(ctx, cfg.hot)
-		if err != nil {
-			return err
-		}
-		coldWithHot = append(coldWithHot, withHot)
-		ideal := serialIdeal(cfg.hot, cfg.hold)
-		hotRatio = append(hotRatio, hotTime.Seconds()/ideal.Seconds())
-		progress("round %d: bare %s, guarded %s (%.2f); cold %.0f/s alone, %.0f/s beside the hot key (%.2f); hot key %s for an ideal %s (%.2fx)",
-			round+1, bare[round], guarded[round], guarded[round].perS/bare[round].perS,
-			alone, withHot, withHot/alone, hotTime.Round(time.Millisecond), ideal.Round(time.Millisecond), hotRatio[round])
 	}
-	r := results{
-		BarePerS: medianOf(bare, throughput.rate), GuardedPerS: medianOf(guarded, throughput.rate),
-		ColdRatio: ratioOfMedians(coldWithHot, coldAlone), HotVsIdeal: median(hotRatio),
-		BareWorkerCPU: medianOf(bare, throughput.workerCPU), BareRedisCPU: medianOf(bare, throughput.redisCPU),
-		GuardedWorkerCPU: medianOf(guarded, throughput.workerCPU), GuardedRedisCPU: medianOf(guarded, throughput.redisCPU),
+	progress("done in %s", time.Since(began).Round(time.Second))
+	return b.report(os.Stdout)
+}
+
+// round runs every chosen scenario once, the modes in an order rotated by
+// the round's number.
+func (b *bench) round(ctx context.Context, round int) error {
+	ms := make([]mode, len(b.cfg.modes))
+	for i := range ms {
+		ms[i] = b.cfg.modes[(i+round)%len(ms)]
 	}
-	r.GuardedRatio = r.GuardedPerS / r.BarePerS
-	fmt.Printf("bare asynq        %8.0f tasks/s  cpu per task: worker %.0f µs, redis %.0f µs\n", r.BarePerS, r.BareWorkerCPU, r.BareRedisCPU)
-	fmt.Printf("guarded           %8.0f tasks/s  cpu per task: worker %.0f µs, redis %.0f µs\n", r.GuardedPerS, r.GuardedWorkerCPU, r.GuardedRedisCPU)
-	fmt.Printf("                  %8.2f of bare (target >= 0.9)\n", r.GuardedRatio)
-	fmt.Printf("cold beside hot   %8.2f of cold alone (target >= 0.8)\n", r.ColdRatio)
-	fmt.Printf("hot key           %8.2fx its serial ideal (target <= 1.5)\n", r.HotVsIdeal)
-	if cfg.json {
-		out, err := json.Marshal(r)
-		if err != nil {
-			return err
+	on := b.cfg.scenarios
+	for _, m := range ms {
+		if on["noop"] {
+			err := b.profiled(round == 0 && m == modeChain, func() error {
+				perS, w, r, err := b.distinct(ctx, m, b.cfg.tasks, 0)
+				b.fig.add(m.String()+"_noop_per_s", perS)
+				b.fig.add(m.String()+"_noop_worker_cpu_us", w)
+				b.fig.add(m.String()+"_noop_redis_cpu_us", r)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("noop, %s: %w", m, err)
+			}
+			progress("round %d noop %s: %.0f/s", round+1, m, b.fig.last(m.String()+"_noop_per_s"))
 		}
-		fmt.Println(string(out))
+	}
+	for _, m := range ms {
+		var alone float64
+		if on["work"] || on["cold"] {
+			perS, w, r, err := b.distinct(ctx, m, b.cfg.tasks, b.cfg.work)
+			if err != nil {
+				return fmt.Errorf("work, %s: %w", m, err)
+			}
+			alone = perS
+			b.fig.add(m.String()+"_work_per_s", perS)
+			b.fig.add(m.String()+"_work_worker_cpu_us", w)
+			b.fig.add(m.String()+"_work_redis_cpu_us", r)
+			progress("round %d work %s: %.0f/s", round+1, m, perS)
+		}
+		if on["cold"] {
+			perS, err := b.beside(ctx, m, b.cfg.tasks, b.cfg.hot, b.cfg.work)
+			if err != nil {
+				return fmt.Errorf("cold, %s: %w", m, err)
+			}
+			b.fig.add(m.String()+"_cold_share", perS/alone)
+			progress("round %d cold %s: %.0f/s beside the hot key, %.2f of alone", round+1, m, perS, perS/alone)
+		}
+	}
+	for _, m := range ms {
+		if m == modeBare {
+			continue // no lock: the hot key is not serialized
+		}
+		for _, s := range []struct {
+			name string
+			n    int
+			hold time.Duration
+		}{{"hot", b.cfg.hot, b.cfg.hold}, {"hotlong", b.cfg.hotLong, b.cfg.holdLong}} {
+			if !on[s.name] {
+				continue
+			}
+			ratio, err := b.hotOnly(ctx, m, s.n, s.hold)
+			if err != nil {
+				return fmt.Errorf("%s, %s: %w", s.name, m, err)
+			}
+			b.fig.add(m.String()+"_"+s.name+"_vs_ideal", ratio)
+			progress("round %d %s %s: %.2fx the serial ideal", round+1, s.name, m, ratio)
+		}
+	}
+	if on["flash"] {
+		for _, m := range ms {
+			s, err := b.flash(ctx, m, b.cfg.sale)
+			if err != nil {
+				return fmt.Errorf("flash, %s: %w", m, err)
+			}
+			b.fig.add(m.String()+"_flash_sold_per_s", s.perS)
+			b.fig.add(m.String()+"_flash_p99_ms", s.p99ms)
+			b.fig.add(m.String()+"_flash_lost", float64(s.lost))
+			verdict := "exact"
+			if !s.exact {
+				verdict = fmt.Sprintf("LOST %d updates", s.lost)
+				if m != modeBare {
+					b.fail(fmt.Sprintf("FAIL: flash sale, %s, round %d: final stock %d, want %d - %d sold = %d (%d updates lost)",
+						m, round+1, s.final, s.start, s.sold, s.start-s.sold, s.lost))
+				}
+			}
+			progress("round %d flash %s: %d sold, %.0f/s, p99 %.0f ms, %s", round+1, m, s.sold, s.perS, s.p99ms, verdict)
+		}
+	}
+	if on["parked"] {
+		if err := b.parkedRound(ctx, round); err != nil {
+			return fmt.Errorf("parked: %w", err)
+		}
 	}
 	return nil
 }
 
-type bench struct {
-	cfg config
-	srv *redisserver.Server
-	rdb *redis.Client
-	tel *telemetry.Providers
-}
+// fewParked is the parked scenario's small case, whose wake cost a wake
+// with -parked tasks parked must match.
+const fewParked = 100
 
-type payload struct {
-	Key  string `json:"key"`
-	Hold int64  `json:"hold_us"`
-}
-
-func keys(t *asynq.Task) ([]lock.Resource, error) {
-	var p payload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return nil, &middleware.PayloadError{Field: "(body)", Problem: err.Error()}
+func (b *bench) parkedRound(ctx context.Context, round int) error {
+	pending, err := b.pendingBytes(ctx, b.cfg.parked)
+	if err != nil {
+		return err
 	}
-	return []lock.Resource{lock.Key("bench", p.Key)}, nil
-}
-
-// counter counts handled tasks and notes when the last of each kind ended.
-type counter struct {
-	hot, cold       atomic.Int64
-	hotEnd, coldEnd atomic.Int64 // unix ns
-}
-
-func (c *counter) handler(wantHot, wantCold int64) asynq.HandlerFunc {
-	return func(_ context.Context, t *asynq.Task) error {
-		var p payload
-		if err := json.Unmarshal(t.Payload(), &p); err != nil {
+	b.fig.add("pending_bytes_per_task", pending)
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"parked_few", fewParked}, {"parked_many", b.cfg.parked}} {
+		n, name := c.n, c.name
+		p, err := b.parked(ctx, n, b.cfg.wakes)
+		if err != nil {
 			return err
 		}
-		if p.Hold > 0 {
-			time.Sleep(time.Duration(p.Hold) * time.Microsecond)
-		}
-		if p.Key == "hot" {
-			if c.hot.Add(1) == wantHot {
-				c.hotEnd.Store(time.Now().UnixNano())
-			}
-		} else if c.cold.Add(1) == wantCold {
-			c.coldEnd.Store(time.Now().UnixNano())
-		}
-		return nil
+		b.fig.add(name+"_bytes_per_task", p.bytesPerTask)
+		b.fig.add(name+"_in_list", float64(p.inList))
+		b.fig.add(name+"_wake_redis_cpu_us", p.wakeRedisUS)
+		b.fig.add(name+"_wake_ms", p.wakeMS)
+		progress("round %d parked %d: %.0f bytes per task (%d in the list), a wake %.0f µs Redis CPU, %.2f ms",
+			round+1, n, p.bytesPerTask, p.inList, p.wakeRedisUS, p.wakeMS)
 	}
-}
-
-// throughput is what one throughput phase measured.
-type throughput struct {
-	perS          float64
-	worker, redis time.Duration // CPU per task
-}
-
-func (t throughput) rate() float64      { return t.perS }
-func (t throughput) workerCPU() float64 { return float64(t.worker) / float64(time.Microsecond) }
-func (t throughput) redisCPU() float64  { return float64(t.redis) / float64(time.Microsecond) }
-
-func (t throughput) String() string {
-	return fmt.Sprintf("%.0f/s (cpu per task: worker %.0f µs, redis %.0f µs)", t.perS, t.workerCPU(), t.redisCPU())
-}
-
-// throughput runs cfg.tasks no-op tasks on distinct keys, bare or behind
-// the worker's middleware chain.
-func (b *bench) throughput(ctx context.Context, guarded bool) (throughput, error) {
-	tasks := make([]payload, b.cfg.tasks)
-	for i := range tasks {
-		tasks[i] = payload{Key: "k" + strconv.Itoa(i)}
-	}
-	c := &counter{}
-	ph, err := b.process(ctx, tasks, c.handler(0, int64(len(tasks))), guarded, func() bool { return c.cold.Load() == int64(len(tasks)) })
-	if err != nil {
-		return throughput{}, err
-	}
-	n := time.Duration(len(tasks))
-	return throughput{
-		perS:   float64(len(tasks)) / time.Duration(c.coldEnd.Load()-ph.start.UnixNano()).Seconds(),
-		worker: ph.workerCPU / n,
-		redis:  ph.redisCPU / n,
-	}, nil
-}
-
-// hotKey runs cfg.tasks cold tasks and hot tasks on one key, guarded, each
-// holding its key for cfg.hold, and returns the cold tasks' throughput and
-// the time until the last hot task was done.
-func (b *bench) hotKey(ctx context.Context, hot int) (float64, time.Duration, error) {
-	hold := b.cfg.hold.Microseconds()
-	tasks := make([]payload, 0, b.cfg.tasks+hot)
-	for i := range b.cfg.tasks {
-		tasks = append(tasks, payload{Key: "k" + strconv.Itoa(i), Hold: hold})
-	}
-	for range hot {
-		tasks = append(tasks, payload{Key: "hot", Hold: hold})
-	}
-	//nolint:gosec // G404: a fixed seed, so that every round and run shuffles alike.
-	rand.New(rand.NewPCG(1, 2)).Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
-	c := &counter{}
-	wantCold := int64(b.cfg.tasks)
-	ph, err := b.process(ctx, tasks, c.handler(int64(hot), wantCold), true, func() bool {
-		return c.cold.Load() == wantCold && c.hot.Load() == int64(hot)
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	cold := float64(wantCold) / time.Duration(c.coldEnd.Load()-ph.start.UnixNano()).Seconds()
-	return cold, time.Duration(c.hotEnd.Load() - ph.start.UnixNano()), nil
-}
-
-// phaseTimeout bounds one phase; a guard that lost wake-ups would hang.
-const phaseTimeout = 5 * time.Minute
-
-// phase is when a server started on a phase's tasks and the CPU time the
-// worker process and redis-server used until they were done.
-type phase struct {
-	start               time.Time
-	workerCPU, redisCPU time.Duration
-}
-
-// process empties Redis, enqueues tasks, starts a server (bare or the
-// worker) and waits until done reports true.
-func (b *bench) process(ctx context.Context, tasks []payload, h asynq.HandlerFunc, guarded bool, done func() bool) (phase, error) {
-	if err := b.rdb.FlushAll(ctx).Err(); err != nil { // our own server
-		return phase{}, err
-	}
-	if err := b.enqueue(ctx, tasks); err != nil {
-		return phase{}, err
-	}
-	cfg := worker.DefaultConfig()
-	cfg.Concurrency = b.cfg.concurrency
-	cfg.Queues = map[string]int{"default": 1}
-	cfg.ShutdownTimeout = 10 * time.Second
-	var (
-		startFn    func() error
-		shutdownFn func(context.Context) error
-	)
-	if guarded {
-		w, err := worker.New(worker.Params{
-			Config: cfg, Redis: b.rdb, Logger: slog.New(slog.DiscardHandler),
-			TracerProvider: b.tel.TracerProvider(), MeterProvider: b.tel.MeterProvider(),
-			TaskTypes: []worker.TaskType{{Type: taskType, Handler: h, Keys: keys}},
-		})
-		if err != nil {
-			return phase{}, err
-		}
-		startFn, shutdownFn = w.Start, w.Shutdown
-	} else {
-		srv := asynq.NewServerFromRedisClient(b.rdb, asynq.Config{
-			Concurrency: cfg.Concurrency, Queues: cfg.Queues, TaskCheckInterval: cfg.PollInterval,
-			DelayedTaskCheckInterval: worker.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
-			LogLevel: asynq.FatalLevel,
-		})
-		mux := asynq.NewServeMux()
-		mux.Handle(taskType, h)
-		startFn = func() error { return srv.Start(mux) }
-		shutdownFn = func(context.Context) error { srv.Shutdown(); return nil }
-	}
-	redis0, err := b.srv.CPU(ctx)
-	if err != nil {
-		return phase{}, err
-	}
-	ph := phase{start: time.Now()}
-	worker0 := processCPU()
-	if err := startFn(); err != nil {
-		return phase{}, err
-	}
-	deadline := time.After(phaseTimeout)
-	for !done() {
-		select {
-		case <-ctx.Done():
-			return phase{}, errors.Join(context.Cause(ctx), shutdownFn(context.WithoutCancel(ctx)))
-		case <-deadline:
-			return phase{}, errors.Join(fmt.Errorf("phase not done after %s", phaseTimeout), shutdownFn(context.WithoutCancel(ctx)))
-		case <-time.After(time.Millisecond):
-		}
-	}
-	ph.workerCPU = processCPU() - worker0
-	redis1, err := b.srv.CPU(ctx)
-	ph.redisCPU = redis1 - redis0
-	return ph, errors.Join(err, shutdownFn(ctx))
-}
-
-// enqueue enqueues tasks from a few goroutines; it is not measured.
-func (b *bench) enqueue(ctx context.Context, tasks []payload) error {
-	client := asynq.NewClientFromRedisClient(b.rdb)
-	opts := []asynq.Option{asynq.MaxRetry(5), asynq.Timeout(30 * time.Second)}
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-		mu   sync.Mutex
-		errs []error
-	)
-	for range 8 {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(tasks)); i = next.Add(1) - 1 {
-				body, err := json.Marshal(tasks[i])
-				if err == nil {
-					_, err = client.EnqueueContext(ctx, asynq.NewTask(taskType, body), opts...)
-				}
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
 // profiled runs phase under the CPU profiler when -cpuprofile is set and
 // on is true.
-func (b *bench) profiled(on bool, run func() (throughput, error)) (throughput, error) {
+func (b *bench) profiled(on bool, run func() error) error {
 	if !on || b.cfg.cpuProfile == "" {
 		return run()
 	}
 	f, err := os.Create(b.cfg.cpuProfile)
 	if err != nil {
-		return throughput{}, err
+		return err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		return throughput{}, errors.Join(err, f.Close())
+		return errors.Join(err, f.Close())
 	}
-	v, err := run()
+	err = run()
 	pprof.StopCPUProfile()
-	return v, errors.Join(err, f.Close())
-}
-
-// serialIdeal is n holds of d back to back in one goroutine: what one key
-// can do at best, with this machine's sleep overshoot.
-func serialIdeal(n int, d time.Duration) time.Duration {
-	start := time.Now()
-	for range n {
-		time.Sleep(d)
-	}
-	return time.Since(start)
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func ratioOfMedians(a, b []float64) float64 { return median(a) / median(b) }
-
-func medianOf[T any](xs []T, f func(T) float64) float64 {
-	vs := make([]float64, len(xs))
-	for i, x := range xs {
-		vs[i] = f(x)
-	}
-	return median(vs)
+	return errors.Join(err, f.Close())
 }
 
 func progress(format string, args ...any) {
