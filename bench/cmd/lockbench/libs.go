@@ -33,19 +33,25 @@ type locker interface {
 type library struct {
 	name string
 	open func(c *redis.Client, ttl, wait time.Duration) (locker, error)
+	// probe marks a measuring aid: run only when named in -libs, and
+	// left out of every comparison.
+	probe bool
 }
 
-// pollEvery is the retry delay of the baseline and of the tuned peers.
+// pollEvery is the retry delay of the floor, the baseline and the tuned
+// peers.
 const pollEvery = time.Millisecond
 
 // libraries are the contenders, in report order.
 var libraries = []library{
-	{"turnstile", openTurnstile},
-	{"baseline", openBaseline},
-	{"redsync", openRedsync},
-	{"redsync-tuned", openRedsyncTuned},
-	{"redislock", openRedislock},
-	{"redislock-tuned", openRedislockTuned},
+	{"turnstile", openTurnstile, false},
+	{"floor", openFloor, false},
+	{"baseline", openBaseline, false},
+	{"redsync", openRedsync, false},
+	{"redsync-tuned", openRedsyncTuned, false},
+	{"redislock", openRedislock, false},
+	{"redislock-tuned", openRedislockTuned, false},
+	{"mutex", openMutexProbe, true},
 }
 
 // turnstile waits in its queue: a release hands the key to the next waiter.

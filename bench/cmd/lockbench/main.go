@@ -1,22 +1,34 @@
-// Command lockbench compares turnstile's lock with a minimal hand-written
-// lock (baseline), redsync and redislock, in one run against a redis-server
-// it starts on a free 127.0.0.1 port and kills when it exits.
+// Command lockbench compares turnstile's lock with a fenced floor (the
+// least a fenced lock can do), a minimal unfenced baseline, redsync and
+// redislock, in one run against a redis-server it starts on a free
+// 127.0.0.1 port and kills when it exits.
 //
-// For each library it measures acquire+release cycles per second on free
-// keys (1 and 64 goroutines; the median of -rounds interleaved rounds), then 16 and 128 goroutines taking turns on
-// one key, each holding it for -hold: acquisitions per second against an
-// ideal loop that holds back to back with no lock, the gap from a release
+// It runs -rounds rounds. Each round runs every phase once per library,
+// the libraries taking turns phase by phase in an order that rotates from
+// round to round, so that a drift of the machine's speed is spread over
+// every library instead of charged to whichever ran first. Every figure is
+// the median of the rounds, and every ratio is computed round by round
+// (both sides measured seconds apart) and printed as its median with the
+// interquartile range.
+//
+// The phases: acquire+release cycles per second on free keys (1 and 64
+// goroutines, -uncontended each), then goroutines taking turns on one key
+// for -duration, each holding it for -hold: 16 and 128 goroutines spread
+// over -procs simulated processes, and 16 goroutines in each of -multi
+// processes. A simulated process has its own client and locker. Of a
+// contended phase it reports utilization (the holders' measured hold time
+// summed, over wall time), acquisitions per second, the gap from a release
 // to the next acquisition, the p99 wait, fairness, client round trips and
 // Redis CPU per acquisition, and overlapping holders (which must be 0).
-// Goroutines are spread over -procs clients, each standing for a process.
 //
 // Usage, from the repository root or from bench/:
 //
-//	go run ./bench/cmd/lockbench [-libs turnstile,baseline] [-duration 4s] [-json]
+//	go run ./bench/cmd/lockbench [-libs turnstile,floor] [-rounds 9] [-duration 1s] [-json]
 //
 // With -json the last line of stdout is one JSON object:
-// {"ideal_per_s": N, "libs": {NAME: {...}}}. Its fairness fields are null
-// when a goroutine never acquired; starved and starved_128 count those.
+// {"rounds": N, "libs": {LIB: {PHASE: {FIGURE: SPREAD}}}, "checks": [...]},
+// where SPREAD is {"median", "q1", "q3", "min", "max", "rounds": [...]}
+// and fairness is null in a round where a goroutine never acquired.
 package main
 
 import (
@@ -24,6 +36,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -34,10 +47,12 @@ import (
 	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
 )
 
-// Goroutine counts of the phases; the JSON field names carry them.
+// Goroutine counts of the phases.
 const (
 	uncontendedFew, uncontendedMany = 1, 64
 	contendedFew, contendedMany     = 16, 128
+	// perProcess is the goroutines per process of the multi-process phase.
+	perProcess = 16
 )
 
 type config struct {
@@ -48,31 +63,74 @@ type config struct {
 	ttl         time.Duration
 	wait        time.Duration
 	procs       int
+	multi       int
 	rounds      int
 	json        bool
 	redisServer string
 }
 
-// result is one library's measurements.
-type result struct {
-	uncontendedFew, uncontendedMany float64 // cycles per second
-	contendedFew, contendedMany     contention
+// phase is one measurement each library takes once per round.
+type phase struct {
+	name       string // JSON key
+	title      string
+	goroutines int
+	procs      int // goroutine i uses process i mod procs
+	contended  bool
+}
+
+func phases(cfg config) []phase {
+	return []phase{
+		{"uncontended_1g", "1 goroutine", uncontendedFew, cfg.procs, false},
+		{"uncontended_64g", "64 goroutines", uncontendedMany, cfg.procs, false},
+		{"contended_16g", fmt.Sprintf("16 goroutines over %d processes", cfg.procs), contendedFew, cfg.procs, true},
+		{"contended_128g", fmt.Sprintf("128 goroutines over %d processes", cfg.procs), contendedMany, cfg.procs, true},
+		{
+			fmt.Sprintf("contended_%dx16g", cfg.multi), fmt.Sprintf("%d processes x 16 goroutines", cfg.multi),
+			cfg.multi * perProcess, cfg.multi, true,
+		},
+	}
+}
+
+// figures are one library's measurements in one phase of one round, by
+// JSON name.
+type figures map[string]float64
+
+// rounds holds every round's figures: rounds[lib][phase][round].
+type rounds map[string]map[string][]figures
+
+func (r rounds) add(lib, phase string, f figures) {
+	if r[lib] == nil {
+		r[lib] = make(map[string][]figures)
+	}
+	r[lib][phase] = append(r[lib][phase], f)
+}
+
+// series returns one figure's values, round by round.
+func (r rounds) series(lib, phase, figure string) []float64 {
+	fs := r[lib][phase]
+	vs := make([]float64, len(fs))
+	for i, f := range fs {
+		vs[i] = f[figure]
+	}
+	return vs
 }
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run() (err error) {
-	cfg, err := parseFlags(os.Args[1:])
+// run parses args, measures, and writes the report to w.
+func run(ctx context.Context, args []string, w io.Writer) (err error) {
+	cfg, err := parseFlags(args)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	srv, err := redisserver.Start(ctx, cfg.redisServer)
 	if err != nil {
@@ -94,41 +152,95 @@ func run() (err error) {
 		}
 		benches = append(benches, b)
 	}
-	results := make(map[string]result)
-	if err := uncontended(ctx, benches, cfg, results); err != nil {
-		return err
-	}
-	idealPerSec := ideal(ctx, cfg.contended, cfg.hold)
-	progress("ideal: %.0f holds/s", idealPerSec)
+	// A short unrecorded pass dials every pool's connections and loads
+	// every script, which the first round would otherwise pay for.
 	for _, b := range benches {
-		r := results[b.name]
-		if r.contendedFew, err = b.contended(ctx, contendedFew, cfg.contended, cfg.hold); err != nil {
-			return fmt.Errorf("%s: %w", b.name, err)
+		if _, err := b.uncontended(ctx, uncontendedMany, max(cfg.procs, cfg.multi), warmUp); err != nil {
+			return fmt.Errorf("%s: warm-up: %w", b.name, err)
 		}
-		if r.contendedMany, err = b.contended(ctx, contendedMany, cfg.contended, cfg.hold); err != nil {
-			return fmt.Errorf("%s: %w", b.name, err)
-		}
-		results[b.name] = r
-		progress("%s: contended %.0f/s (16g), %.0f/s (128g)", b.name, r.contendedFew.perSec, r.contendedMany.perSec)
 	}
-	return report(os.Stdout, cfg, idealPerSec, results)
+	results := make(rounds)
+	started := time.Now()
+	for round := range cfg.rounds {
+		for _, ph := range phases(cfg) {
+			for i := range benches {
+				b := benches[(i+round)%len(benches)]
+				f, err := b.measure(ctx, ph, round, cfg)
+				if err != nil {
+					return fmt.Errorf("%s: round %d: %w", b.name, round+1, err)
+				}
+				results.add(b.name, ph.name, f)
+			}
+		}
+		progress("round %d of %d done after %s", round+1, cfg.rounds, time.Since(started).Round(time.Second))
+	}
+	return report(w, cfg, results)
 }
+
+// warmUp is the length of the unrecorded pass before the first round.
+const warmUp = 200 * time.Millisecond
+
+// measure runs one phase of one round and returns its figures.
+func (b *bench) measure(ctx context.Context, ph phase, round int, cfg config) (figures, error) {
+	if !ph.contended {
+		c, err := b.uncontended(ctx, ph.goroutines, ph.procs, cfg.uncontended)
+		return figures{figPerSec: c.perSec, figTrips: c.tripsPerCycle, figCPU: micros(c.cpuPerCycle)}, err
+	}
+	// A key of its own per round: no round inherits another's queue.
+	key := fmt.Sprintf("%s:%s:r%d", b.name, ph.name, round)
+	c, err := b.contended(ctx, key, ph.goroutines, ph.procs, cfg.contended, cfg.hold)
+	if err != nil {
+		return nil, err
+	}
+	return figures{
+		figPerSec:      c.perSec,
+		figUtilization: c.utilization,
+		figGapMean:     micros(c.gapMean),
+		figGapP99:      micros(c.gapP99),
+		figWaitP99:     millis(c.waitP99),
+		figFairness:    c.fairness,
+		figStarved:     float64(c.starved),
+		figGaveUp:      float64(c.gaveUp),
+		figTrips:       c.tripsPerAcq,
+		figCPU:         micros(c.cpuPerAcq),
+		figOverlaps:    float64(c.overlaps),
+	}, nil
+}
+
+// Figure names, as in the JSON.
+const (
+	figPerSec      = "per_s"
+	figUtilization = "utilization"
+	figGapMean     = "gap_mean_us"
+	figGapP99      = "gap_p99_us"
+	figWaitP99     = "wait_p99_ms"
+	figFairness    = "fairness"
+	figStarved     = "starved"
+	figGaveUp      = "gave_up"
+	figTrips       = "round_trips_per_acq" // an uncontended cycle is one acquisition
+	figCPU         = "redis_cpu_us_per_acq"
+	figOverlaps    = "overlaps"
+)
 
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	var cfg config
-	names := make([]string, len(libraries))
-	for i, l := range libraries {
-		names[i] = l.name
+	var names, defaults []string
+	for _, l := range libraries {
+		names = append(names, l.name)
+		if !l.probe {
+			defaults = append(defaults, l.name)
+		}
 	}
-	libs := fs.String("libs", strings.Join(names, ","), "comma-separated libraries to run")
-	fs.DurationVar(&cfg.contended, "duration", 4*time.Second, "length of each contended phase, and of the ideal loop")
-	fs.DurationVar(&cfg.uncontended, "uncontended", 2*time.Second, "length of each uncontended phase")
+	libs := fs.String("libs", strings.Join(defaults, ","), "comma-separated libraries to run, of "+strings.Join(names, ","))
+	fs.DurationVar(&cfg.contended, "duration", 1500*time.Millisecond, "length of each contended phase in each round")
+	fs.DurationVar(&cfg.uncontended, "uncontended", 300*time.Millisecond, "length of each uncontended phase in each round")
 	fs.DurationVar(&cfg.hold, "hold", time.Millisecond, "how long a contended holder keeps the lock")
 	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "lock TTL, the same for every library")
 	fs.DurationVar(&cfg.wait, "wait", 30*time.Second, "wait budget of turnstile and of the tuned peers")
-	fs.IntVar(&cfg.procs, "procs", 2, "simulated processes: each has its own client and locker")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds of the uncontended phases; the median counts")
+	fs.IntVar(&cfg.procs, "procs", 2, "simulated processes of the 1, 64, 16 and 128 goroutine phases: each has its own client and locker")
+	fs.IntVar(&cfg.multi, "multi", 4, "simulated processes of the multi-process phase, 16 goroutines each")
+	fs.IntVar(&cfg.rounds, "rounds", 9, "interleaved rounds; every figure is the median of the rounds")
 	fs.BoolVar(&cfg.json, "json", false, "also print one JSON object as the last line")
 	fs.StringVar(&cfg.redisServer, "redis-server", "redis-server", "redis-server binary to start")
 	if err := fs.Parse(args); err != nil {
@@ -142,8 +254,8 @@ func parseFlags(args []string) (config, error) {
 		cfg.libs = append(cfg.libs, libraries[i])
 	}
 	switch {
-	case cfg.procs < 1 || cfg.rounds < 1:
-		return config{}, fmt.Errorf("-procs %d, -rounds %d: need at least 1", cfg.procs, cfg.rounds)
+	case cfg.procs < 1 || cfg.multi < 1 || cfg.rounds < 1:
+		return config{}, fmt.Errorf("-procs %d, -multi %d, -rounds %d: need at least 1", cfg.procs, cfg.multi, cfg.rounds)
 	case cfg.uncontended <= 0 || cfg.contended <= 0 || cfg.hold <= 0:
 		return config{}, errors.New("-uncontended, -duration and -hold must be positive")
 	case cfg.wait < time.Millisecond:
@@ -153,9 +265,9 @@ func parseFlags(args []string) (config, error) {
 }
 
 // openBench opens one library's clients and lockers, one per simulated
-// process.
+// process, as many as the phase with the most processes uses.
 func openBench(srv *redisserver.Server, lib library, cfg config) (*bench, error) {
-	b := &bench{name: lib.name, srv: srv, procs: newProcesses(srv.Addr(), cfg.procs)}
+	b := &bench{name: lib.name, srv: srv, procs: newProcesses(srv.Addr(), max(cfg.procs, cfg.multi))}
 	for _, c := range b.procs.clients {
 		lk, err := lib.open(c, cfg.ttl, cfg.wait)
 		if err != nil {
@@ -164,42 +276,6 @@ func openBench(srv *redisserver.Server, lib library, cfg config) (*bench, error)
 		b.lockers = append(b.lockers, lk)
 	}
 	return b, nil
-}
-
-// uncontended measures every library's cycles on free keys in -rounds
-// rounds, each running the libraries one after another, and keeps each
-// library's median: on a shared machine the speed drifts within a run, and
-// interleaving spreads the drift over every library instead of charging it
-// to whichever ran first.
-func uncontended(ctx context.Context, benches []*bench, cfg config, results map[string]result) error {
-	few := make(map[string][]float64)
-	many := make(map[string][]float64)
-	for round := range cfg.rounds {
-		for _, b := range benches {
-			f, err := b.uncontended(ctx, uncontendedFew, cfg.uncontended)
-			if err != nil {
-				return fmt.Errorf("%s: %w", b.name, err)
-			}
-			m, err := b.uncontended(ctx, uncontendedMany, cfg.uncontended)
-			if err != nil {
-				return fmt.Errorf("%s: %w", b.name, err)
-			}
-			few[b.name], many[b.name] = append(few[b.name], f), append(many[b.name], m)
-			progress("%s: uncontended round %d: %.0f/s (1g), %.0f/s (64g)", b.name, round+1, f, m)
-		}
-	}
-	for _, b := range benches {
-		results[b.name] = result{uncontendedFew: median(few[b.name]), uncontendedMany: median(many[b.name])}
-	}
-	return nil
-}
-
-func median(vs []float64) float64 {
-	s := slices.Sorted(slices.Values(vs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // progress tells the user on stderr what is done, keeping stdout for the

@@ -21,16 +21,13 @@ const (
 	freeTimeout = 2 * time.Second
 )
 
-// bench measures one library: one locker per simulated process, goroutine
-// i using locker i mod len(lockers).
+// bench measures one library: one locker per simulated process.
 type bench struct {
 	name    string
 	srv     *redisserver.Server
 	procs   *processes
 	lockers []locker
 }
-
-func (b *bench) lockerFor(i int) locker { return b.lockers[i%len(b.lockers)] }
 
 func (b *bench) close() error {
 	var errs []error
@@ -41,17 +38,23 @@ func (b *bench) close() error {
 }
 
 // uncontended runs acquire+release cycles for d on as many goroutines, each
-// on its own key, and returns the cycles per second. A free key must be
-// acquired at once, so a library giving up is an error here.
-func (b *bench) uncontended(ctx context.Context, goroutines int, d time.Duration) (float64, error) {
+// on its own key, and returns the cycles per second. Goroutine i uses
+// locker i mod procs. A free key must be acquired at once, so a library
+// giving up is an error here.
+func (b *bench) uncontended(ctx context.Context, goroutines, procs int, d time.Duration) (cycles, error) {
 	counts := make([]int, goroutines)
 	errs := make([]error, goroutines)
+	trips0 := b.procs.trips.n.Load()
+	cpu0, err := b.srv.CPU(ctx)
+	if err != nil {
+		return cycles{}, err
+	}
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
 	for i := range goroutines {
 		wg.Go(func() {
-			lk, key := b.lockerFor(i), fmt.Sprintf("%s:u%d:%d", b.name, goroutines, i)
+			lk, key := b.lockers[i%procs], fmt.Sprintf("%s:u%d:%d", b.name, goroutines, i)
 			for time.Now().Before(end) && ctx.Err() == nil {
 				unlock, err := lk.lock(ctx, key)
 				if err == nil {
@@ -67,20 +70,35 @@ func (b *bench) uncontended(ctx context.Context, goroutines int, d time.Duration
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	if err := errors.Join(append(errs, context.Cause(ctx))...); err != nil {
-		return 0, fmt.Errorf("uncontended, %d goroutines: %w", goroutines, err)
+	trips := b.procs.trips.n.Load() - trips0
+	cpu1, cpuErr := b.srv.CPU(ctx)
+	if err := errors.Join(append(errs, context.Cause(ctx), cpuErr)...); err != nil {
+		return cycles{}, fmt.Errorf("uncontended, %d goroutines: %w", goroutines, err)
 	}
 	total := 0
 	for _, n := range counts {
 		total += n
 	}
-	return float64(total) / elapsed.Seconds(), nil
+	c := cycles{perSec: float64(total) / elapsed.Seconds()}
+	if total > 0 {
+		c.tripsPerCycle = float64(trips) / float64(total)
+		c.cpuPerCycle = (cpu1 - cpu0) / time.Duration(total)
+	}
+	return c, nil
+}
+
+// cycles is the outcome of an uncontended phase.
+type cycles struct {
+	perSec        float64       // acquire+release cycles per second
+	tripsPerCycle float64       // client requests per cycle
+	cpuPerCycle   time.Duration // Redis CPU per cycle
 }
 
 // contention is the outcome of goroutines taking turns on one key.
 type contention struct {
 	acquisitions int
 	perSec       float64
+	utilization  float64       // time the key was held, summed over holders, over wall time
 	gapMean      time.Duration // from a holder's release to the next acquisition
 	gapP99       time.Duration
 	waitP99      time.Duration // from asking for the lock to holding it
@@ -95,7 +113,7 @@ type contention struct {
 // turns is what the goroutines of a contended phase share.
 type turns struct {
 	key         string
-	end         time.Time
+	start, end  time.Time
 	hold        time.Duration
 	holders     atomic.Int64
 	overlaps    atomic.Int64
@@ -106,16 +124,18 @@ type turns struct {
 type tally struct {
 	acquisitions int
 	gaveUp       int
+	held         time.Duration // holding the key, within the phase
 	waits, gaps  []time.Duration
 	err          error
 }
 
 // contended has goroutines take turns on one key for d, each holding it for
-// hold, and measures the hand-offs. Only acquisitions before the end count;
-// round trips and Redis CPU are read at the end, before waiters are
-// cancelled. The key must be free again afterwards.
-func (b *bench) contended(ctx context.Context, goroutines int, d, hold time.Duration) (contention, error) {
-	t := &turns{key: fmt.Sprintf("%s:c%d", b.name, goroutines), hold: hold}
+// hold, and measures the hand-offs. Goroutine i uses locker i mod procs.
+// Only acquisitions before the end count; round trips and Redis CPU are
+// read at the end, before waiters are cancelled. The key must be free
+// again afterwards.
+func (b *bench) contended(ctx context.Context, key string, goroutines, procs int, d, hold time.Duration) (contention, error) {
+	t := &turns{key: key, hold: hold}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	tallies := make([]tally, goroutines)
@@ -125,10 +145,11 @@ func (b *bench) contended(ctx context.Context, goroutines int, d, hold time.Dura
 	if err != nil {
 		return contention{}, err
 	}
-	t.end = time.Now().Add(d)
+	t.start = time.Now()
+	t.end = t.start.Add(d)
 	var wg sync.WaitGroup
 	for i := range goroutines {
-		wg.Go(func() { tallies[i].err = t.take(runCtx, b.lockerFor(i), &tallies[i]) })
+		wg.Go(func() { tallies[i].err = t.take(runCtx, b.lockers[i%procs], &tallies[i]) })
 	}
 	select {
 	case <-time.After(time.Until(t.end)):
@@ -168,13 +189,19 @@ func (t *turns) take(ctx context.Context, lk locker, tl *tally) error {
 		}
 		unlock, err := acquire(ctx, lk, t.key, &tl.gaveUp)
 		if err != nil {
+			// A wait the phase's end cut short lasted at least until the
+			// end: left out, a library that starves some goroutines would
+			// show only the waits of those it serves.
+			tl.waits = append(tl.waits, t.end.Sub(asked))
 			return phaseEnded(ctx, err)
 		}
 		got := time.Now()
 		if t.holders.Add(1) > 1 {
 			t.overlaps.Add(1)
 		}
-		if got.Before(t.end) {
+		if !got.Before(t.end) {
+			tl.waits = append(tl.waits, t.end.Sub(asked))
+		} else {
 			tl.acquisitions++
 			tl.waits = append(tl.waits, got.Sub(asked))
 			if r := t.lastRelease.Load(); r != 0 {
@@ -182,8 +209,19 @@ func (t *turns) take(ctx context.Context, lk locker, tl *tally) error {
 			}
 			time.Sleep(t.hold)
 		}
+		done := time.Now()
+		// What the holder really held, the sleep's overshoot included, and
+		// only the part inside the phase: utilization is then at most 1
+		// for a lock that excludes.
+		// (got is after t.start: goroutines start after it.)
+		if until := done; got.Before(t.end) {
+			if until.After(t.end) {
+				until = t.end
+			}
+			tl.held += until.Sub(got)
+		}
 		t.holders.Add(-1)
-		t.lastRelease.Store(time.Now().UnixNano())
+		t.lastRelease.Store(done.UnixNano())
 		if err := release(ctx, unlock); err != nil {
 			return err
 		}
@@ -237,12 +275,14 @@ func (b *bench) free(ctx context.Context, key string) error {
 func summarize(tallies []tally, d time.Duration) contention {
 	var (
 		c            contention
+		held         time.Duration
 		waits, gaps  []time.Duration
 		most, fewest = 0, math.MaxInt
 	)
 	for _, tl := range tallies {
 		c.acquisitions += tl.acquisitions
 		c.gaveUp += tl.gaveUp
+		held += tl.held
 		waits = append(waits, tl.waits...)
 		gaps = append(gaps, tl.gaps...)
 		most, fewest = max(most, tl.acquisitions), min(fewest, tl.acquisitions)
@@ -251,6 +291,7 @@ func summarize(tallies []tally, d time.Duration) contention {
 		}
 	}
 	c.perSec = float64(c.acquisitions) / d.Seconds()
+	c.utilization = held.Seconds() / d.Seconds()
 	c.gapMean, c.gapP99 = mean(gaps), p99(gaps)
 	c.waitP99 = p99(waits)
 	c.fairness = math.Inf(1)
@@ -279,16 +320,4 @@ func p99(ds []time.Duration) time.Duration {
 	}
 	s := slices.Sorted(slices.Values(ds))
 	return s[int(math.Ceil(0.99*float64(len(s))))-1]
-}
-
-// ideal is the rate of one goroutine holding for hold back to back without
-// any lock: the ceiling of a contended phase.
-func ideal(ctx context.Context, d, hold time.Duration) float64 {
-	start := time.Now()
-	n := 0
-	for time.Since(start) < d && ctx.Err() == nil {
-		time.Sleep(hold)
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds()
 }

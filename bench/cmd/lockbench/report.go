@@ -6,157 +6,271 @@ import (
 	"io"
 	"math"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
-// report prints the tables, the line of turnstile's targets and, with
-// -json, the JSON object as the last line.
-func report(w io.Writer, cfg config, idealPerSec float64, results map[string]result) error {
+// cpuPeerWindow admits a peer to the Redis CPU comparison when its p99
+// wait is at most this many times the best in the run: a library that
+// sleeps between polls spends little CPU because it leaves the key idle,
+// which is no yardstick for a lock that hands it on at once.
+const cpuPeerWindow = 10
+
+// report prints the markdown tables, turnstile's checks against the
+// project's targets and, with -json, the JSON object as the last line.
+func report(w io.Writer, cfg config, r rounds) error {
 	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	base, hasBase := results["baseline"]
-	fmt.Fprintf(tw, "\nuncontended acquire+release cycles/s (own key per goroutine)\n")
-	fmt.Fprintf(tw, "lib\t1g/s\t64g/s\t1g÷baseline\t64g÷baseline\t\n")
-	for _, lib := range cfg.libs {
-		r := results[lib.name]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t%s\t\n", lib.name, r.uncontendedFew, r.uncontendedMany,
-			ratio(r.uncontendedFew, base.uncontendedFew, hasBase), ratio(r.uncontendedMany, base.uncontendedMany, hasBase))
-	}
-	for _, g := range []int{contendedFew, contendedMany} {
-		fmt.Fprintf(tw, "\ncontended: %d goroutines on one key, holding %s; ideal %.0f/s\n", g, cfg.hold, idealPerSec)
-		fmt.Fprintf(tw, "lib\tacq/s\t÷ideal\tgap mean µs\tgap p99 µs\twait p99 ms\tfairness\ttrips/acq\tredis cpu µs/acq\toverlaps\tgave up\t\n")
-		for _, lib := range cfg.libs {
-			c := results[lib.name].contention(g)
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t%s\t%.2f\t%.1f\t%d\t%d\t\n", lib.name, c.perSec, c.perSec/idealPerSec,
-				micros(c.gapMean), micros(c.gapP99), millis(c.waitP99), fairness(c), c.tripsPerAcq, micros(c.cpuPerAcq), c.overlaps, c.gaveUp)
+	fmt.Fprintf(&b, "\nlockbench: %d rounds, libraries rotating; figures are medians of the rounds, ratios are taken round by round and shown as median [q1-q3]\n", cfg.rounds)
+	phs := phases(cfg)
+	uncontendedTable(&b, cfg, r)
+	for _, ph := range phs {
+		if ph.contended {
+			contendedTable(&b, cfg, r, ph)
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if line := targets(idealPerSec, results); line != "" {
-		b.WriteString("\n" + line + "\n")
+	checks := turnstileChecks(cfg, r)
+	if len(checks) > 0 {
+		fmt.Fprintf(&b, "\n### turnstile vs targets\n\n| figure | target | median [q1-q3] | min-max | verdict |\n|---|---|---|---|---|\n")
+		for _, c := range checks {
+			verdict := "ok"
+			if !c.Pass {
+				verdict = "MISS"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s-%s | %s |\n", c.Figure, c.Target, withIQR(c.Value), num(c.Value.Min), num(c.Value.Max), verdict)
+		}
 	}
 	if cfg.json {
-		j, err := json.Marshal(jsonReport(idealPerSec, results))
+		j, err := json.Marshal(jsonReport(cfg, r, checks))
 		if err != nil {
 			return err
 		}
-		b.WriteString(string(j) + "\n")
+		b.WriteString("\n" + string(j) + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-func (r result) contention(goroutines int) contention {
-	if goroutines == contendedMany {
-		return r.contendedMany
+func uncontendedTable(b *strings.Builder, cfg config, r rounds) {
+	fmt.Fprintf(b, "\n### uncontended acquire+release cycles/s, own key per goroutine, %s per round; trips and Redis CPU per cycle\n\n", cfg.uncontended)
+	fmt.Fprintf(b, "| lib | 1g/s | 64g/s | 1g ÷ floor | 1g ÷ baseline | 64g ÷ floor | 64g ÷ baseline | 1g trips | 1g redis cpu µs | 64g trips | 64g redis cpu µs |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	few, many := "uncontended_1g", "uncontended_64g"
+	for _, lib := range cfg.libs {
+		med := func(phase, fig string) float64 { return summarizeRounds(r.series(lib.name, phase, fig)).Median }
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %.2f | %.1f | %.2f | %.1f |\n", lib.name,
+			med(few, figPerSec), med(many, figPerSec),
+			ratioCell(r, lib.name, "floor", few), ratioCell(r, lib.name, "baseline", few),
+			ratioCell(r, lib.name, "floor", many), ratioCell(r, lib.name, "baseline", many),
+			med(few, figTrips), med(few, figCPU), med(many, figTrips), med(many, figCPU))
 	}
-	return r.contendedFew
 }
 
-func ratio(a, b float64, ok bool) string {
-	if !ok || b == 0 {
+// ratioCell is lib's cycles per second over base's, round by round, or "-"
+// when the run lacks base.
+func ratioCell(r rounds, lib, base, phase string) string {
+	if _, ok := r[base]; !ok {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", a/b)
+	return withIQR(summarizeRounds(ratios(r.series(lib, phase, figPerSec), r.series(base, phase, figPerSec))))
 }
 
-func fairness(c contention) string {
-	if c.starved > 0 {
-		return fmt.Sprintf("inf (%d starved)", c.starved)
+func contendedTable(b *strings.Builder, cfg config, r rounds, ph phase) {
+	fmt.Fprintf(b, "\n### contended: %s on one key, holding %s, %s per round\n\n", ph.title, cfg.hold, cfg.contended)
+	fmt.Fprintf(b, "| lib | utilization | acq/s | gap mean µs | gap p99 µs | wait p99 ms | fairness | trips/acq | redis cpu µs/acq | cpu peer | overlaps | gave up |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	peers := cpuPeers(cfg, r, ph.name)
+	for _, lib := range cfg.libs {
+		med := func(fig string) float64 { return summarizeRounds(r.series(lib.name, ph.name, fig)).Median }
+		peer := "no"
+		if peers[lib.name] {
+			peer = "yes"
+		}
+		if lib.name == "turnstile" || lib.probe {
+			peer = "-"
+		}
+		fmt.Fprintf(b, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %.2f | %s | %s | %.0f | %.0f |\n", lib.name,
+			withIQR(summarizeRounds(r.series(lib.name, ph.name, figUtilization))), med(figPerSec),
+			med(figGapMean), med(figGapP99), withIQR(summarizeRounds(r.series(lib.name, ph.name, figWaitP99))),
+			fairnessCell(summarizeRounds(r.series(lib.name, ph.name, figFairness)), med(figStarved)), med(figTrips),
+			withIQR(summarizeRounds(r.series(lib.name, ph.name, figCPU))), peer,
+			sum(r.series(lib.name, ph.name, figOverlaps)), med(figGaveUp))
 	}
-	return fmt.Sprintf("%.2f", c.fairness)
+}
+
+func fairnessCell(s spread, starved float64) string {
+	if math.IsInf(s.Median, 1) {
+		return fmt.Sprintf("inf (%.0f starved)", starved)
+	}
+	return withIQR(s)
+}
+
+// cpuPeers returns the libraries other than turnstile whose median p99
+// wait in phase is within cpuPeerWindow of the best library's.
+func cpuPeers(cfg config, r rounds, phase string) map[string]bool {
+	best := math.Inf(1)
+	for _, lib := range cfg.libs {
+		if !lib.probe {
+			best = min(best, summarizeRounds(r.series(lib.name, phase, figWaitP99)).Median)
+		}
+	}
+	peers := make(map[string]bool)
+	for _, lib := range cfg.libs {
+		p99 := summarizeRounds(r.series(lib.name, phase, figWaitP99)).Median
+		if lib.name != "turnstile" && !lib.probe && p99 <= cpuPeerWindow*best {
+			peers[lib.name] = true
+		}
+	}
+	return peers
+}
+
+// check is one of turnstile's figures against its target.
+type check struct {
+	Figure string `json:"figure"`
+	Target string `json:"target"`
+	Value  spread `json:"value"`
+	Pass   bool   `json:"pass"`
+	Peer   string `json:"peer,omitempty"`
+}
+
+// contendedTargets are turnstile's targets per contended phase, in phase
+// order: utilization at least, p99 wait in ms at most. The wait bound of
+// the multi-process phase (64 goroutines) is halfway between, in
+// proportion to the goroutines, as a fair queue's wait grows with them.
+var contendedTargets = []struct{ utilization, waitMS float64 }{{0.9, 40}, {0.88, 250}, {0.85, 125}}
+
+// turnstileChecks checks turnstile's figures against the project's
+// targets, leaving out what the run cannot tell (no turnstile, no floor).
+func turnstileChecks(cfg config, r rounds) []check {
+	const t = "turnstile"
+	if _, ok := r[t]; !ok {
+		return nil
+	}
+	var checks []check
+	atLeast := func(figure string, s spread, bound float64) {
+		checks = append(checks, check{Figure: figure, Target: fmt.Sprintf(">= %.2f", bound), Value: s, Pass: s.Median >= bound})
+	}
+	atMost := func(figure string, s spread, bound float64) {
+		checks = append(checks, check{Figure: figure, Target: fmt.Sprintf("<= %.2f", bound), Value: s, Pass: s.Median <= bound})
+	}
+	if _, ok := r["floor"]; ok {
+		atLeast("uncontended 1g ÷ floor", summarizeRounds(ratios(r.series(t, "uncontended_1g", figPerSec), r.series("floor", "uncontended_1g", figPerSec))), 0.95)
+	}
+	if _, ok := r["baseline"]; ok {
+		atLeast("uncontended 64g ÷ baseline", summarizeRounds(ratios(r.series(t, "uncontended_64g", figPerSec), r.series("baseline", "uncontended_64g", figPerSec))), 1.0)
+	}
+	i := 0
+	for _, ph := range phases(cfg) {
+		if !ph.contended {
+			continue
+		}
+		target := contendedTargets[i]
+		i++
+		series := func(fig string) spread { return summarizeRounds(r.series(t, ph.name, fig)) }
+		atLeast(ph.name+" utilization", series(figUtilization), target.utilization)
+		atMost(ph.name+" wait p99 ms", series(figWaitP99), target.waitMS)
+		atMost(ph.name+" fairness", series(figFairness), 1.5)
+		atMost(ph.name+" trips/acq", series(figTrips), 3)
+		overlaps := r.series(t, ph.name, figOverlaps)
+		checks = append(checks, check{Figure: ph.name + " overlaps", Target: "= 0", Value: summarizeRounds(overlaps), Pass: sum(overlaps) == 0})
+		if peer := lowestCPUPeer(cfg, r, ph.name); peer != "" {
+			atMost(ph.name+" redis cpu ÷ "+peer, summarizeRounds(ratios(r.series(t, ph.name, figCPU), r.series(peer, ph.name, figCPU))), 0.8)
+			checks[len(checks)-1].Peer = peer
+		}
+	}
+	return checks
+}
+
+// lowestCPUPeer returns the CPU peer with the lowest median Redis CPU per
+// acquisition, or "" when there is none.
+func lowestCPUPeer(cfg config, r rounds, phase string) string {
+	var (
+		name string
+		low  float64
+	)
+	for lib := range cpuPeers(cfg, r, phase) {
+		cpu := summarizeRounds(r.series(lib, phase, figCPU)).Median
+		if name == "" || cpu < low || (cpu == low && lib < name) {
+			name, low = lib, cpu
+		}
+	}
+	return name
+}
+
+// jsonReport is the -json object: every figure of every library and
+// phase with its spread, and the checks.
+func jsonReport(cfg config, r rounds, checks []check) map[string]any {
+	libs := make(map[string]any, len(r))
+	for lib, byPhase := range r {
+		m := make(map[string]any, len(byPhase))
+		for phase, fs := range byPhase {
+			figs := make(map[string]spread)
+			for name := range fs[0] {
+				figs[name] = summarizeRounds(r.series(lib, phase, name))
+			}
+			m[phase] = figs
+		}
+		libs[lib] = m
+	}
+	return map[string]any{
+		"rounds":          cfg.rounds,
+		"hold_ms":         millis(cfg.hold),
+		"uncontended_s":   cfg.uncontended.Seconds(),
+		"contended_s":     cfg.contended.Seconds(),
+		"procs":           cfg.procs,
+		"multi":           cfg.multi,
+		"cpu_peer_window": cpuPeerWindow,
+		"libs":            libs,
+		"checks":          checks,
+	}
+}
+
+// MarshalJSON rounds to three decimals and writes infinities (a starved
+// round's fairness) as null, which JSON has no number for.
+func (s spread) MarshalJSON() ([]byte, error) {
+	rs := make([]*float64, len(s.Rounds))
+	for i, v := range s.Rounds {
+		rs[i] = jsonNum(v)
+	}
+	return json.Marshal(map[string]any{
+		"median": jsonNum(s.Median), "q1": jsonNum(s.Q1), "q3": jsonNum(s.Q3),
+		"min": jsonNum(s.Min), "max": jsonNum(s.Max), "rounds": rs,
+	})
+}
+
+func jsonNum(v float64) *float64 {
+	if math.IsInf(v, 0) || math.IsNaN(v) {
+		return nil
+	}
+	v = math.Round(v*1000) / 1000
+	return &v
+}
+
+// withIQR prints a median with its interquartile range.
+func withIQR(s spread) string {
+	return fmt.Sprintf("%s [%s-%s]", num(s.Median), num(s.Q1), num(s.Q3))
+}
+
+// num prints v with three significant digits at least two decimals below
+// 10, which keeps ratios near 1 readable to the percent.
+func num(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "inf"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func sum(vs []float64) float64 {
+	var s float64
+	for _, v := range vs {
+		s += v
+	}
+	return s
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// targets checks turnstile's numbers against the project's targets, on one
-// line, leaving out what the run cannot tell (no turnstile, no peers).
-func targets(idealPerSec float64, results map[string]result) string {
-	t, ok := results["turnstile"]
-	if !ok {
-		return ""
-	}
-	var checks []string
-	check := func(label string, v float64, format, bound string, pass bool) {
-		verdict := "ok"
-		if !pass {
-			verdict = "MISS"
-		}
-		checks = append(checks, fmt.Sprintf("%s "+format+" (%s) %s", label, v, bound, verdict))
-	}
-	if base, ok := results["baseline"]; ok {
-		check("uncontended 1g ÷ baseline", t.uncontendedFew/base.uncontendedFew, "%.2f", "≥0.95", t.uncontendedFew >= 0.95*base.uncontendedFew)
-		check("64g ÷ baseline", t.uncontendedMany/base.uncontendedMany, "%.2f", "≥0.95", t.uncontendedMany >= 0.95*base.uncontendedMany)
-	}
-	for _, g := range []struct {
-		n             int
-		ideal, waitMS float64
-	}{{contendedFew, 0.85, 40}, {contendedMany, 0.8, 250}} {
-		c := t.contention(g.n)
-		check(fmt.Sprintf("%dg ÷ ideal", g.n), c.perSec/idealPerSec, "%.2f", fmt.Sprintf("≥%.2g", g.ideal), c.perSec >= g.ideal*idealPerSec)
-		check("wait p99 ms", millis(c.waitP99), "%.1f", fmt.Sprintf("≤%.0f", g.waitMS), millis(c.waitP99) <= g.waitMS)
-		check("fairness", c.fairness, "%.2f", "≤1.5", c.fairness <= 1.5)
-		check("trips/acq", c.tripsPerAcq, "%.2f", "≤3", c.tripsPerAcq <= 3)
-		if low, name := lowestPeerCPU(results, g.n); name != "" {
-			check("cpu ÷ "+name, float64(c.cpuPerAcq)/float64(low), "%.2f", "≤1.5", float64(c.cpuPerAcq) <= 1.5*float64(low))
-		}
-	}
-	return "turnstile vs targets: " + strings.Join(checks, "; ")
-}
-
-// lowestPeerCPU returns the smallest Redis CPU per acquisition among the
-// other libraries at that many goroutines, and whose it is.
-func lowestPeerCPU(results map[string]result, goroutines int) (time.Duration, string) {
-	var (
-		low  time.Duration
-		name string
-	)
-	for _, lib := range libraries {
-		r, ok := results[lib.name]
-		if !ok || lib.name == "turnstile" {
-			continue
-		}
-		if cpu := r.contention(goroutines).cpuPerAcq; name == "" || cpu < low {
-			low, name = cpu, lib.name
-		}
-	}
-	return low, name
-}
-
-// jsonReport is the -json object. Fairness is null when a goroutine
-// starved, since JSON has no infinity.
-func jsonReport(idealPerSec float64, results map[string]result) map[string]any {
-	libs := make(map[string]any, len(results))
-	for name, r := range results {
-		m := map[string]any{
-			"uncontended_1g_per_s":  round(r.uncontendedFew),
-			"uncontended_64g_per_s": round(r.uncontendedMany),
-		}
-		for suffix, c := range map[string]contention{"": r.contendedFew, "_128": r.contendedMany} {
-			var fair *float64
-			if c.starved == 0 {
-				f := round(c.fairness)
-				fair = &f
-			}
-			m["contended_per_s"+suffix] = round(c.perSec)
-			m["gap_mean_us"+suffix] = round(micros(c.gapMean))
-			m["gap_p99_us"+suffix] = round(micros(c.gapP99))
-			m["wait_p99_ms"+suffix] = round(millis(c.waitP99))
-			m["fairness"+suffix] = fair
-			m["starved"+suffix] = c.starved
-			m["gave_up"+suffix] = c.gaveUp
-			m["round_trips_per_acq"+suffix] = round(c.tripsPerAcq)
-			m["redis_cpu_us_per_acq"+suffix] = round(micros(c.cpuPerAcq))
-			m["overlaps"+suffix] = c.overlaps
-		}
-		libs[name] = m
-	}
-	return map[string]any{"ideal_per_s": round(idealPerSec), "libs": libs}
-}
-
-// round keeps three decimals: enough for any of these numbers.
-func round(v float64) float64 { return math.Round(v*1000) / 1000 }
