@@ -69,12 +69,12 @@ func TestLocker_PausedWaiter(t *testing.T) {
 	end := time.Now().Add(run - time.Second)
 	pauses := 0
 	for time.Now().Before(end) {
-		c := children[rand.N(procs)]
+		c := children[rand.N(procs)] //nolint:gosec // G404: which child to pause needs no unpredictability
 		require.NoError(t, c.Process.Signal(syscall.SIGSTOP))
 		time.Sleep(pauseTTL * 5 / 2) // the fault itself: a pause of a set length
 		require.NoError(t, c.Process.Signal(syscall.SIGCONT))
 		pauses++
-		time.Sleep(time.Duration(rand.N(int64(pauseTTL))))
+		time.Sleep(time.Duration(rand.N(int64(pauseTTL)))) //nolint:gosec // G404: a gap between faults needs no unpredictability
 	}
 
 	var acquired, violations, lost int

@@ -82,9 +82,10 @@ func (a *acquisition) single(ctx context.Context) error {
 				if err := a.settle(ctx, entry); !errors.Is(err, ErrNotHeld) {
 					return err
 				}
-				if held, since, err = a.restart(); err != nil {
+				if err := a.restart(); err != nil {
 					return err
 				}
+				held, since = 0, time.Time{}
 				continue
 			}
 			a.noteBusy(r)
@@ -101,12 +102,11 @@ func (a *acquisition) single(ctx context.Context) error {
 			if held == len(a.resources) || g.lockKey != a.keys[keysPer*held] {
 				break wait // stale; the retry below sorts it out
 			}
-			valid, ok, err := a.confirm(ctx, g, validity(since, o.TTL))
+			valid, ok := a.confirm(ctx, g, validity(since, o.TTL))
 			if !ok {
 				// Not ours any more (a grant read after the lock it gave ran
 				// out), or unknown: ask again, which queues us or finds the
-				// resource ours.
-				lastErr = err
+				// resource ours, or reports Redis's error.
 				break wait
 			}
 			a.fences[held] = g.fence
@@ -117,9 +117,10 @@ func (a *acquisition) single(ctx context.Context) error {
 				if err := a.settle(ctx, entry); !errors.Is(err, ErrNotHeld) {
 					return err
 				}
-				if held, since, err = a.restart(); err != nil {
+				if err := a.restart(); err != nil {
 					return err
 				}
+				held, since = 0, time.Time{}
 				continue
 			}
 		case <-w.nudge:
@@ -141,20 +142,17 @@ func (a *acquisition) single(ctx context.Context) error {
 // less than half a TTL of it is left (a long wait, or a pause since the
 // hand-off), proves ownership with a compare-and-pexpire and counts from
 // that. ok is false when the lock the grant gave is gone, or when Redis
-// did not answer (err).
-func (a *acquisition) confirm(ctx context.Context, g grant, valid time.Time) (_ time.Time, ok bool, _ error) {
+// did not answer.
+func (a *acquisition) confirm(ctx context.Context, g grant, valid time.Time) (time.Time, bool) {
 	ttl := a.l.opts.TTL
 	if time.Until(valid) >= ttl/2 {
-		return valid, true, nil
+		return valid, true
 	}
 	sent := time.Now()
-	switch err := a.l.shared.extend(ctx, []string{g.lockKey}, a.token, ttl); {
-	case errors.Is(err, ErrNotHeld):
-		return time.Time{}, false, nil
-	case err != nil:
-		return time.Time{}, false, err
+	if err := a.l.shared.extend(ctx, []string{g.lockKey}, a.token, ttl); err != nil {
+		return time.Time{}, false
 	}
-	return validity(sent, ttl), true, nil
+	return validity(sent, ttl), true
 }
 
 // settle finishes a successful wait. Resources handed over early in a long
@@ -180,12 +178,12 @@ func (a *acquisition) settle(ctx context.Context, entry string) error {
 // while the budget lasts, the acquisition starts over; after it, the
 // outcome is the contention that made the wait long, a *BusyError, not a
 // failure.
-func (a *acquisition) restart() (held int, since time.Time, err error) {
+func (a *acquisition) restart() error {
 	if time.Since(a.start) >= a.l.opts.Wait {
-		return 0, time.Time{}, a.busyError(len(a.resources) - 1)
+		return a.busyError(len(a.resources) - 1)
 	}
 	a.validUntil = time.Time{}
-	return 0, time.Time{}, nil
+	return nil
 }
 
 // abandon leaves the queue and gives back whatever was acquired, on a

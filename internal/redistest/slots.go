@@ -63,7 +63,10 @@ func ScriptSlotErr(args []any) error {
 		return nil
 	}
 	n, err := strconv.Atoi(fmt.Sprint(args[2]))
-	if err != nil || n < 2 || len(args) < 3+n {
+	if err != nil {
+		return fmt.Errorf("%s with numkeys %v: %w", name, args[2], err)
+	}
+	if n < 2 || len(args) < 3+n {
 		return nil
 	}
 	keys := make([]string, n)
