@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
+)
+
+func TestCheckSale(t *testing.T) {
+	t.Parallel()
+	lost := sale{start: 100, sold: 100, final: 3, lost: 3}
+
+	t.Run("LockedModeThatLosesFailsTheRun", func(t *testing.T) {
+		t.Parallel()
+		b := &bench{cfg: config{modes: []mode{modeGuard}}, fig: figures{}}
+		if got := b.checkSale(modeGuard, 0, lost); !strings.Contains(got, "LOST 3") {
+			t.Errorf("verdict %q, want it to say LOST 3", got)
+		}
+		var out bytes.Buffer
+		if err := b.report(&out); err == nil {
+			t.Error("report: no error after a locked mode lost updates")
+		}
+		if !strings.Contains(out.String(), "FAIL: flash sale, guard, round 1: final stock 3, want 100 - 100 sold = 0") {
+			t.Errorf("report has no FAIL line:\n%s", out.String())
+		}
+	})
+	t.Run("BareMayLose", func(t *testing.T) {
+		t.Parallel()
+		b := &bench{cfg: config{modes: []mode{modeBare}}, fig: figures{}}
+		b.checkSale(modeBare, 0, lost)
+		if err := b.report(&bytes.Buffer{}); err != nil {
+			t.Errorf("report: %v, want nil: bare asynq is expected to lose updates", err)
+		}
+	})
+	t.Run("ExactPasses", func(t *testing.T) {
+		t.Parallel()
+		b := &bench{cfg: config{modes: []mode{modeRedsync}}, fig: figures{}}
+		if got := b.checkSale(modeRedsync, 0, sale{start: 100, sold: 100, exact: true}); got != "exact" {
+			t.Errorf("verdict %q, want exact", got)
+		}
+		if err := b.report(&bytes.Buffer{}); err != nil {
+			t.Errorf("report: %v", err)
+		}
+	})
+}
+
+// TestFlash_Redis runs the flash sale against a real redis-server: the
+// guard sells every unit exactly once, and bare asynq, with 32 tasks
+// reading and writing the stock at once, loses updates, which is what
+// the exactness check must be able to see.
+func TestFlash_Redis(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server: %v", err)
+		}
+		t.Skipf("redis-server: %v", err)
+	}
+	srv, err := redisserver.Start(t.Context(), "redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b := &bench{cfg: config{concurrency: 32}, srv: srv, rdb: rdb, fig: figures{}}
+
+	const n = 300
+	s, err := b.flash(t.Context(), modeGuard, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.exact || s.sold != n || s.final != 0 {
+		t.Errorf("guard: sold %d, final stock %d, lost %d; want %d sold, 0 left, none lost", s.sold, s.final, s.lost, n)
+	}
+	if s, err = b.flash(t.Context(), modeBare, n); err != nil {
+		t.Fatal(err)
+	}
+	if s.exact || s.lost <= 0 {
+		t.Errorf("bare: sold %d, final stock %d, lost %d; want lost updates", s.sold, s.final, s.lost)
+	}
+}
