@@ -3,10 +3,11 @@
 // redislock, in one run against a redis-server it starts on a free
 // 127.0.0.1 port and kills when it exits.
 //
-// It runs -rounds rounds. Each round runs every phase once per library,
-// the libraries taking turns phase by phase in an order that rotates from
-// round to round, so that a drift of the machine's speed is spread over
-// every library instead of charged to whichever ran first. Every figure is
+// It runs -rounds rounds. Each round runs every phase for every library in
+// -slices slices, the libraries taking turns slice by slice in an order
+// that rotates from slice to slice and round to round, so that a drift of
+// the machine's speed (another benchmark sharing the cores) is spread over
+// every library instead of charged to whichever ran then. Every figure is
 // the median of the rounds, and every ratio is computed round by round
 // (both sides measured seconds apart) and printed as its median with the
 // interquartile range.
@@ -65,6 +66,7 @@ type config struct {
 	procs       int
 	multi       int
 	rounds      int
+	slices      int
 	json        bool
 	redisServer string
 }
@@ -155,7 +157,7 @@ func run(ctx context.Context, args []string, w io.Writer) (err error) {
 	// A short unrecorded pass dials every pool's connections and loads
 	// every script, which the first round would otherwise pay for.
 	for _, b := range benches {
-		if _, err := b.uncontended(ctx, uncontendedMany, max(cfg.procs, cfg.multi), warmUp); err != nil {
+		if err := b.uncontended(ctx, uncontendedMany, max(cfg.procs, cfg.multi), warmUp, &phaseRun{}); err != nil {
 			return fmt.Errorf("%s: warm-up: %w", b.name, err)
 		}
 	}
@@ -163,13 +165,17 @@ func run(ctx context.Context, args []string, w io.Writer) (err error) {
 	started := time.Now()
 	for round := range cfg.rounds {
 		for _, ph := range phases(cfg) {
-			for i := range benches {
-				b := benches[(i+round)%len(benches)]
-				f, err := b.measure(ctx, ph, round, cfg)
-				if err != nil {
-					return fmt.Errorf("%s: round %d: %w", b.name, round+1, err)
+			runs := make([]phaseRun, len(benches))
+			for slice := range cfg.slices {
+				for i := range benches {
+					j := (i + round + slice) % len(benches)
+					if err := benches[j].slice(ctx, ph, round, slice, cfg, &runs[j]); err != nil {
+						return fmt.Errorf("%s: round %d: %w", benches[j].name, round+1, err)
+					}
 				}
-				results.add(b.name, ph.name, f)
+			}
+			for i, b := range benches {
+				results.add(b.name, ph.name, runs[i].figures(ph))
 			}
 		}
 		progress("round %d of %d done after %s", round+1, cfg.rounds, time.Since(started).Round(time.Second))
@@ -180,18 +186,27 @@ func run(ctx context.Context, args []string, w io.Writer) (err error) {
 // warmUp is the length of the unrecorded pass before the first round.
 const warmUp = 200 * time.Millisecond
 
-// measure runs one phase of one round and returns its figures.
-func (b *bench) measure(ctx context.Context, ph phase, round int, cfg config) (figures, error) {
+// slice runs one slice of one phase of one round and adds it to run.
+func (b *bench) slice(ctx context.Context, ph phase, round, slice int, cfg config, run *phaseRun) error {
 	if !ph.contended {
-		c, err := b.uncontended(ctx, ph.goroutines, ph.procs, cfg.uncontended)
-		return figures{figPerSec: c.perSec, figTrips: c.tripsPerCycle, figCPU: micros(c.cpuPerCycle)}, err
+		return b.uncontended(ctx, ph.goroutines, ph.procs, cfg.uncontended/time.Duration(cfg.slices), run)
 	}
-	// A key of its own per round: no round inherits another's queue.
-	key := fmt.Sprintf("%s:%s:r%d", b.name, ph.name, round)
-	c, err := b.contended(ctx, key, ph.goroutines, ph.procs, cfg.contended, cfg.hold)
-	if err != nil {
-		return nil, err
+	// A key of its own per slice: none inherits another's queue.
+	key := fmt.Sprintf("%s:%s:r%d:s%d", b.name, ph.name, round, slice)
+	return b.contended(ctx, key, ph.goroutines, ph.procs, cfg.contended/time.Duration(cfg.slices), cfg.hold, run)
+}
+
+// figures are what run measured.
+func (run *phaseRun) figures(ph phase) figures {
+	if !ph.contended {
+		f := figures{figPerSec: float64(run.cycles) / run.wall.Seconds()}
+		if run.cycles > 0 {
+			f[figTrips] = float64(run.trips) / float64(run.cycles)
+			f[figCPU] = micros(run.cpu / time.Duration(run.cycles))
+		}
+		return f
 	}
+	c := run.contention()
 	return figures{
 		figPerSec:      c.perSec,
 		figUtilization: c.utilization,
@@ -204,7 +219,7 @@ func (b *bench) measure(ctx context.Context, ph phase, round int, cfg config) (f
 		figTrips:       c.tripsPerAcq,
 		figCPU:         micros(c.cpuPerAcq),
 		figOverlaps:    float64(c.overlaps),
-	}, nil
+	}
 }
 
 // Figure names, as in the JSON.
@@ -241,6 +256,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.procs, "procs", 2, "simulated processes of the 1, 64, 16 and 128 goroutine phases: each has its own client and locker")
 	fs.IntVar(&cfg.multi, "multi", 4, "simulated processes of the multi-process phase, 16 goroutines each")
 	fs.IntVar(&cfg.rounds, "rounds", 9, "interleaved rounds; every figure is the median of the rounds")
+	fs.IntVar(&cfg.slices, "slices", 3, "slices of each phase in a round, the libraries taking turns slice by slice")
 	fs.BoolVar(&cfg.json, "json", false, "also print one JSON object as the last line")
 	fs.StringVar(&cfg.redisServer, "redis-server", "redis-server", "redis-server binary to start")
 	if err := fs.Parse(args); err != nil {
@@ -254,8 +270,8 @@ func parseFlags(args []string) (config, error) {
 		cfg.libs = append(cfg.libs, libraries[i])
 	}
 	switch {
-	case cfg.procs < 1 || cfg.multi < 1 || cfg.rounds < 1:
-		return config{}, fmt.Errorf("-procs %d, -multi %d, -rounds %d: need at least 1", cfg.procs, cfg.multi, cfg.rounds)
+	case cfg.procs < 1 || cfg.multi < 1 || cfg.rounds < 1 || cfg.slices < 1:
+		return config{}, fmt.Errorf("-procs %d, -multi %d, -rounds %d, -slices %d: need at least 1", cfg.procs, cfg.multi, cfg.rounds, cfg.slices)
 	case cfg.uncontended <= 0 || cfg.contended <= 0 || cfg.hold <= 0:
 		return config{}, errors.New("-uncontended, -duration and -hold must be positive")
 	case cfg.wait < time.Millisecond:

@@ -37,17 +37,27 @@ func (b *bench) close() error {
 	return errors.Join(append(errs, b.procs.close())...)
 }
 
+// phaseRun gathers one library's slices of one phase in one round.
+type phaseRun struct {
+	wall     time.Duration // summed over the slices
+	cycles   int           // uncontended acquire+release cycles
+	trips    int64         // client requests
+	cpu      time.Duration // Redis CPU
+	overlaps int64         // contended: times two goroutines held the key at once
+	tallies  []tally       // contended: one per goroutine, over every slice
+}
+
 // uncontended runs acquire+release cycles for d on as many goroutines, each
-// on its own key, and returns the cycles per second. Goroutine i uses
-// locker i mod procs. A free key must be acquired at once, so a library
-// giving up is an error here.
-func (b *bench) uncontended(ctx context.Context, goroutines, procs int, d time.Duration) (cycles, error) {
+// on its own key, and adds them to run. Goroutine i uses locker i mod
+// procs. A free key must be acquired at once, so a library giving up is an
+// error here.
+func (b *bench) uncontended(ctx context.Context, goroutines, procs int, d time.Duration, run *phaseRun) error {
 	counts := make([]int, goroutines)
 	errs := make([]error, goroutines)
 	trips0 := b.procs.trips.n.Load()
 	cpu0, err := b.srv.CPU(ctx)
 	if err != nil {
-		return cycles{}, err
+		return err
 	}
 	start := time.Now()
 	end := start.Add(d)
@@ -69,29 +79,17 @@ func (b *bench) uncontended(ctx context.Context, goroutines, procs int, d time.D
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	trips := b.procs.trips.n.Load() - trips0
+	run.wall += time.Since(start)
+	run.trips += b.procs.trips.n.Load() - trips0
 	cpu1, cpuErr := b.srv.CPU(ctx)
+	run.cpu += cpu1 - cpu0
 	if err := errors.Join(append(errs, context.Cause(ctx), cpuErr)...); err != nil {
-		return cycles{}, fmt.Errorf("uncontended, %d goroutines: %w", goroutines, err)
+		return fmt.Errorf("uncontended, %d goroutines: %w", goroutines, err)
 	}
-	total := 0
 	for _, n := range counts {
-		total += n
+		run.cycles += n
 	}
-	c := cycles{perSec: float64(total) / elapsed.Seconds()}
-	if total > 0 {
-		c.tripsPerCycle = float64(trips) / float64(total)
-		c.cpuPerCycle = (cpu1 - cpu0) / time.Duration(total)
-	}
-	return c, nil
-}
-
-// cycles is the outcome of an uncontended phase.
-type cycles struct {
-	perSec        float64       // acquire+release cycles per second
-	tripsPerCycle float64       // client requests per cycle
-	cpuPerCycle   time.Duration // Redis CPU per cycle
+	return nil
 }
 
 // contention is the outcome of goroutines taking turns on one key.
@@ -126,57 +124,63 @@ type tally struct {
 	gaveUp       int
 	held         time.Duration // holding the key, within the phase
 	waits, gaps  []time.Duration
-	err          error
 }
 
 // contended has goroutines take turns on one key for d, each holding it for
-// hold, and measures the hand-offs. Goroutine i uses locker i mod procs.
-// Only acquisitions before the end count; round trips and Redis CPU are
-// read at the end, before waiters are cancelled. The key must be free
-// again afterwards.
-func (b *bench) contended(ctx context.Context, key string, goroutines, procs int, d, hold time.Duration) (contention, error) {
+// hold, measures the hand-offs and adds them to run. Goroutine i uses
+// locker i mod procs and adds to run.tallies[i]. Only acquisitions before
+// the end count; round trips and Redis CPU are read at the end, before
+// waiters are cancelled. The key must be free again afterwards.
+func (b *bench) contended(ctx context.Context, key string, goroutines, procs int, d, hold time.Duration, run *phaseRun) error {
 	t := &turns{key: key, hold: hold}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tallies := make([]tally, goroutines)
+	if run.tallies == nil {
+		run.tallies = make([]tally, goroutines)
+	}
+	errs := make([]error, goroutines)
 
 	trips0 := b.procs.trips.n.Load()
 	cpu0, err := b.srv.CPU(ctx)
 	if err != nil {
-		return contention{}, err
+		return err
 	}
 	t.start = time.Now()
 	t.end = t.start.Add(d)
 	var wg sync.WaitGroup
 	for i := range goroutines {
-		wg.Go(func() { tallies[i].err = t.take(runCtx, b.lockers[i%procs], &tallies[i]) })
+		wg.Go(func() { errs[i] = t.take(runCtx, b.lockers[i%procs], &run.tallies[i]) })
 	}
 	select {
 	case <-time.After(time.Until(t.end)):
 	case <-ctx.Done():
 	}
-	trips := b.procs.trips.n.Load() - trips0
+	run.trips += b.procs.trips.n.Load() - trips0
 	cpu1, cpuErr := b.srv.CPU(ctx)
+	run.cpu += cpu1 - cpu0
+	run.wall += d
 	cancel()
 	wg.Wait()
+	run.overlaps += t.overlaps.Load()
 
-	errs := []error{context.Cause(ctx), cpuErr}
-	for _, tl := range tallies {
-		errs = append(errs, tl.err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return contention{}, fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
+	if err := errors.Join(append(errs, context.Cause(ctx), cpuErr)...); err != nil {
+		return fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
 	}
 	if err := b.free(ctx, t.key); err != nil {
-		return contention{}, fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
+		return fmt.Errorf("contended, %d goroutines: %w", goroutines, err)
 	}
-	c := summarize(tallies, d)
-	c.overlaps = t.overlaps.Load()
+	return nil
+}
+
+// contention summarizes a contended phase's slices.
+func (run *phaseRun) contention() contention {
+	c := summarize(run.tallies, run.wall)
+	c.overlaps = run.overlaps
 	if c.acquisitions > 0 {
-		c.tripsPerAcq = float64(trips) / float64(c.acquisitions)
-		c.cpuPerAcq = (cpu1 - cpu0) / time.Duration(c.acquisitions)
+		c.tripsPerAcq = float64(run.trips) / float64(c.acquisitions)
+		c.cpuPerAcq = run.cpu / time.Duration(c.acquisitions)
 	}
-	return c, nil
+	return c
 }
 
 // take is one goroutine of a contended phase: acquire, hold, release, until
