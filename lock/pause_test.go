@@ -77,7 +77,7 @@ func TestLocker_PausedWaiter(t *testing.T) {
 		time.Sleep(time.Duration(rand.N(int64(pauseTTL)))) //nolint:gosec // G404: a gap between faults needs no unpredictability
 	}
 
-	var acquired, violations, lost int
+	var acquired, violations, lost, pausedWaits int
 	for i, c := range children {
 		err := c.Wait()
 		out := outputs[i].String()
@@ -93,11 +93,13 @@ func TestLocker_PausedWaiter(t *testing.T) {
 				violations++
 				t.Errorf("child %d: %s", i, sc.Text())
 			case "totals":
-				require.Len(t, f, 3, sc.Text())
+				require.Len(t, f, 4, sc.Text())
 				a, _ := strconv.Atoi(f[1])
 				l, _ := strconv.Atoi(f[2])
+				p, _ := strconv.Atoi(f[3])
 				acquired += a
 				lost += l
+				pausedWaits += p
 			}
 		}
 	}
@@ -106,10 +108,11 @@ func TestLocker_PausedWaiter(t *testing.T) {
 	rdb := srv.Client(t)
 	require.Zero(t, rdb.Exists(t.Context(), lock.DefaultPrefix+"{paused}").Val(), "the lock outlived every child")
 	require.Zero(t, rdb.ZCard(t.Context(), lock.DefaultPrefix+"{paused}:queue").Val(), "queue entries outlived every child")
-	t.Logf("%d pauses, %d acquisitions, %d leases lost to a pause, %d violations", pauses, acquired, lost, violations)
+	t.Logf("%d pauses, %d acquisitions, %d of them through a pause, %d leases lost to a pause, %d violations",
+		pauses, acquired, pausedWaits, lost, violations)
 	require.Positive(t, acquired)
-	// The pauses must have bitten, or the test proved nothing.
-	require.Positive(t, lost, "no lease was lost to a pause")
+	// The pauses must have hit waiters, or the test proved nothing.
+	require.Positive(t, pausedWaits, "no pause hit a waiter")
 }
 
 // pauseChild is one contending process of TestLocker_PausedWaiter: acquire,
@@ -131,7 +134,9 @@ func pauseChild(addr string) int {
 	defer l.Close()
 	key := lock.Key("paused")
 	lockKey := lock.DefaultPrefix + "{paused}"
-	var acquired, lost int
+	// pausedWaits counts acquisitions that took over 2 TTLs: waits a
+	// pause froze (unpaused, 3 others holding 20 ms each come first).
+	var acquired, lost, pausedWaits int
 	// check asks Redis for the holder, then the lease for its validity:
 	// Redis answered inside the validity the lease still claims.
 	check := func(lease *lock.Lease, when string) {
@@ -145,7 +150,11 @@ func pauseChild(addr string) int {
 		}
 	}
 	for end := time.Now().Add(run); time.Now().Before(end); {
+		start := time.Now()
 		lease, err := l.Acquire(ctx, key)
+		if time.Since(start) > 2*pauseTTL {
+			pausedWaits++
+		}
 		if err != nil {
 			if !errors.Is(err, lock.ErrNotAcquired) {
 				fmt.Println("acquire:", err)
@@ -162,6 +171,6 @@ func pauseChild(addr string) int {
 			fmt.Println("release:", err)
 		}
 	}
-	fmt.Println("totals", acquired, lost)
+	fmt.Println("totals", acquired, lost, pausedWaits)
 	return 0
 }
