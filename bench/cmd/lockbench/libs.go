@@ -52,6 +52,7 @@ var libraries = []library{
 	{"redislock", openRedislock, false},
 	{"redislock-tuned", openRedislockTuned, false},
 	{"mutex", openMutexProbe, true},
+	{"handoff", openHandoffProbe, true},
 }
 
 // turnstile waits in its queue: a release hands the key to the next waiter.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -31,3 +32,61 @@ func (mutexProbe) lock(_ context.Context, key string) (func(context.Context) err
 }
 
 func (mutexProbe) close() error { return nil }
+
+// handoffProbe is no safe lock either (no TTL, no fence, no owner check):
+// the key is a Redis list holding one token, taken with BLPOP and given
+// back with LPUSH. Redis serves blocked clients first come first served
+// and pushes the token to the first waiter as part of the LPUSH, so a
+// hand-off costs the releaser one round trip and the waiter half of one,
+// with no notification or retry of its own: the floor of the gap between
+// holders of any lock that Redis hands on. Run it with -libs handoff,...;
+// it is left out of the default libraries and of every comparison. Its
+// requests go through a pool of its own, which the round-trip count does
+// not see.
+type handoffProbe struct {
+	c      *redis.Client // a pool with a connection for every blocked waiter
+	inited sync.Map      // keys this process has seen initialized
+}
+
+// handoffPoll bounds one BLPOP, so that a waiter sees its context end.
+const handoffPoll = 100 * time.Millisecond
+
+// handoffInitScript puts the one token in a key's list, once.
+//
+//	KEYS[1] -> token list  KEYS[2] -> initialized mark
+var handoffInitScript = redis.NewScript(`
+if redis.call('SET', KEYS[2], '1', 'NX') then
+  redis.call('LPUSH', KEYS[1], 't')
+end
+return 1
+`)
+
+func openHandoffProbe(c *redis.Client, _, _ time.Duration) (locker, error) {
+	opts := c.Options()
+	opts.PoolSize = 2 * (contendedMany + uncontendedMany)
+	return &handoffProbe{c: redis.NewClient(opts)}, nil
+}
+
+func (h *handoffProbe) lock(ctx context.Context, key string) (func(context.Context) error, error) {
+	list := "{" + key + "}"
+	if _, ok := h.inited.Load(key); !ok {
+		if err := handoffInitScript.Run(ctx, h.c, []string{list, list + ":init"}).Err(); err != nil {
+			return nil, err
+		}
+		h.inited.Store(key, true)
+	}
+	for {
+		err := h.c.BLPop(ctx, handoffPoll, list).Err()
+		if err == nil {
+			return func(ctx context.Context) error { return h.c.LPush(ctx, list, "t").Err() }, nil
+		}
+		if !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+func (h *handoffProbe) close() error { return h.c.Close() }

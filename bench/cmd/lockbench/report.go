@@ -87,10 +87,14 @@ func contendedTable(b *strings.Builder, cfg config, r rounds, ph phase) {
 		if lib.name == "turnstile" || lib.probe {
 			peer = "-"
 		}
-		fmt.Fprintf(b, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %.2f | %s | %s | %.0f | %.0f |\n", lib.name,
+		trips := fmt.Sprintf("%.2f", med(figTrips))
+		if lib.probe {
+			trips = "-" // a probe's own pools are not counted
+		}
+		fmt.Fprintf(b, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %.0f | %.0f |\n", lib.name,
 			withIQR(summarizeRounds(r.series(lib.name, ph.name, figUtilization))), med(figPerSec),
 			med(figGapMean), med(figGapP99), withIQR(summarizeRounds(r.series(lib.name, ph.name, figWaitP99))),
-			fairnessCell(summarizeRounds(r.series(lib.name, ph.name, figFairness)), med(figStarved)), med(figTrips),
+			fairnessCell(summarizeRounds(r.series(lib.name, ph.name, figFairness)), med(figStarved)), trips,
 			withIQR(summarizeRounds(r.series(lib.name, ph.name, figCPU))), peer,
 			sum(r.series(lib.name, ph.name, figOverlaps)), med(figGaveUp))
 	}
