@@ -47,6 +47,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -119,9 +120,20 @@ type bench struct {
 	srv *redisserver.Server
 	rdb *redis.Client
 	tel *telemetry.Providers
+
+	mu  sync.Mutex // guards fig, failures and tailErrs: phases finish in the background
 	fig figures
 	// failures are the checks that failed, as messages.
 	failures []string
+	tails    sync.WaitGroup // phases finishing in the background
+	tailErrs []error
+}
+
+// add records a figure of one round.
+func (b *bench) add(name string, v float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fig.add(name, v)
 }
 
 func run() (err error) {
@@ -148,8 +160,11 @@ func run() (err error) {
 	began := time.Now()
 	for round := range cfg.rounds {
 		if err := b.round(ctx, round); err != nil {
-			return err
+			return errors.Join(err, b.drain())
 		}
+	}
+	if err := b.drain(); err != nil {
+		return err
 	}
 	progress("done in %s", time.Since(began).Round(time.Second))
 	return b.report(os.Stdout)
@@ -163,19 +178,24 @@ func (b *bench) round(ctx context.Context, round int) error {
 		ms[i] = b.cfg.modes[(i+round)%len(ms)]
 	}
 	on := b.cfg.scenarios
+	// The last round's hot-key and flash phases may still be finishing in
+	// the background; the phases that measure CPU and memory run alone.
+	if err := b.drain(); err != nil {
+		return err
+	}
 	for _, m := range ms {
 		if on["noop"] {
 			err := b.profiled(round == 0 && m == modeChain, func() error {
 				perS, w, r, err := b.distinct(ctx, m, b.cfg.tasks, 0)
-				b.fig.add(m.String()+"_noop_per_s", perS)
-				b.fig.add(m.String()+"_noop_worker_cpu_us", w)
-				b.fig.add(m.String()+"_noop_redis_cpu_us", r)
+				b.add(m.String()+"_noop_per_s", perS)
+				b.add(m.String()+"_noop_worker_cpu_us", w)
+				b.add(m.String()+"_noop_redis_cpu_us", r)
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("noop, %s: %w", m, err)
 			}
-			progress("round %d noop %s: %.0f/s", round+1, m, b.fig.last(m.String()+"_noop_per_s"))
+			progress("round %d noop %s done", round+1, m)
 		}
 	}
 	for _, m := range ms {
@@ -186,9 +206,9 @@ func (b *bench) round(ctx context.Context, round int) error {
 				return fmt.Errorf("work, %s: %w", m, err)
 			}
 			alone = perS
-			b.fig.add(m.String()+"_work_per_s", perS)
-			b.fig.add(m.String()+"_work_worker_cpu_us", w)
-			b.fig.add(m.String()+"_work_redis_cpu_us", r)
+			b.add(m.String()+"_work_per_s", perS)
+			b.add(m.String()+"_work_worker_cpu_us", w)
+			b.add(m.String()+"_work_redis_cpu_us", r)
 			progress("round %d work %s: %.0f/s", round+1, m, perS)
 		}
 		if on["cold"] {
@@ -196,8 +216,13 @@ func (b *bench) round(ctx context.Context, round int) error {
 			if err != nil {
 				return fmt.Errorf("cold, %s: %w", m, err)
 			}
-			b.fig.add(m.String()+"_cold_share", perS/alone)
+			b.add(m.String()+"_cold_share", perS/alone)
 			progress("round %d cold %s: %.0f/s beside the hot key, %.2f of alone", round+1, m, perS, perS/alone)
+		}
+	}
+	if on["parked"] {
+		if err := b.parkedRound(ctx, round); err != nil {
+			return fmt.Errorf("parked: %w", err)
 		}
 	}
 	for _, m := range ms {
@@ -212,30 +237,28 @@ func (b *bench) round(ctx context.Context, round int) error {
 			if !on[s.name] {
 				continue
 			}
-			ratio, err := b.hotOnly(ctx, m, s.n, s.hold)
+			name := s.name
+			err := b.hotOnly(ctx, m, s.n, s.hold, func(ratio float64) {
+				b.add(m.String()+"_"+name+"_vs_ideal", ratio)
+				progress("round %d %s %s: %.2fx the serial ideal", round+1, name, m, ratio)
+			})
 			if err != nil {
 				return fmt.Errorf("%s, %s: %w", s.name, m, err)
 			}
-			b.fig.add(m.String()+"_"+s.name+"_vs_ideal", ratio)
-			progress("round %d %s %s: %.2fx the serial ideal", round+1, s.name, m, ratio)
 		}
 	}
 	if on["flash"] {
 		for _, m := range ms {
-			s, err := b.flash(ctx, m, b.cfg.sale)
+			err := b.flash(ctx, m, b.cfg.sale, func(s sale) {
+				b.add(m.String()+"_flash_sold_per_s", s.perS)
+				b.add(m.String()+"_flash_p99_ms", s.p99ms)
+				b.add(m.String()+"_flash_lost", float64(s.lost))
+				verdict := b.checkSale(m, round, s)
+				progress("round %d flash %s: %d sold, %.0f/s, p99 %.0f ms, %s", round+1, m, s.sold, s.perS, s.p99ms, verdict)
+			})
 			if err != nil {
 				return fmt.Errorf("flash, %s: %w", m, err)
 			}
-			b.fig.add(m.String()+"_flash_sold_per_s", s.perS)
-			b.fig.add(m.String()+"_flash_p99_ms", s.p99ms)
-			b.fig.add(m.String()+"_flash_lost", float64(s.lost))
-			verdict := b.checkSale(m, round, s)
-			progress("round %d flash %s: %d sold, %.0f/s, p99 %.0f ms, %s", round+1, m, s.sold, s.perS, s.p99ms, verdict)
-		}
-	}
-	if on["parked"] {
-		if err := b.parkedRound(ctx, round); err != nil {
-			return fmt.Errorf("parked: %w", err)
 		}
 	}
 	return nil
@@ -264,7 +287,7 @@ func (b *bench) parkedRound(ctx context.Context, round int) error {
 	if err != nil {
 		return err
 	}
-	b.fig.add("pending_bytes_per_task", pending)
+	b.add("pending_bytes_per_task", pending)
 	for _, c := range []struct {
 		name string
 		n    int
@@ -274,10 +297,10 @@ func (b *bench) parkedRound(ctx context.Context, round int) error {
 		if err != nil {
 			return err
 		}
-		b.fig.add(name+"_bytes_per_task", p.bytesPerTask)
-		b.fig.add(name+"_in_list", float64(p.inList))
-		b.fig.add(name+"_wake_redis_cpu_us", p.wakeRedisUS)
-		b.fig.add(name+"_wake_ms", p.wakeMS)
+		b.add(name+"_bytes_per_task", p.bytesPerTask)
+		b.add(name+"_in_list", float64(p.inList))
+		b.add(name+"_wake_redis_cpu_us", p.wakeRedisUS)
+		b.add(name+"_wake_ms", p.wakeMS)
 		progress("round %d parked %d: %.0f bytes per task (%d in the list), a wake %.0f µs Redis CPU, %.2f ms",
 			round+1, n, p.bytesPerTask, p.inList, p.wakeRedisUS, p.wakeMS)
 	}

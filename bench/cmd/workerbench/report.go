@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"slices"
 	"strings"
 )
@@ -17,16 +16,10 @@ type figures map[string][]float64
 
 func (f figures) add(name string, v float64) { f[name] = append(f[name], v) }
 
-func (f figures) last(name string) float64 {
-	vs := f[name]
-	if len(vs) == 0 {
-		return math.NaN()
-	}
-	return vs[len(vs)-1]
-}
-
 // fail records a failed check; the run then exits non-zero.
 func (b *bench) fail(msg string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.failures = append(b.failures, msg)
 	progress("%s", msg)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
 	"github.com/turnstilehq/turnstile/lock"
 	"github.com/turnstilehq/turnstile/middleware"
 )
@@ -140,38 +141,148 @@ type phase struct {
 	workerCPU, redisCPU time.Duration
 }
 
-// process empties Redis, runs setup, enqueues tasks, starts a server in
-// mode m and waits until done reports true.
-func (b *bench) process(ctx context.Context, m mode, tasks []payload, r *recorder, done func() bool) (phase, error) {
-	if err := b.rdb.FlushAll(ctx).Err(); err != nil { // our own server
-		return phase{}, err
+// process empties Redis, enqueues tasks, starts a server in mode m and
+// waits until done reports true, then calls then with what it measured.
+//
+// With detach the phase runs on a redis-server of its own, and once
+// nothing runs and every task left waits in asynq's retry set (a peer's
+// give-up, waiting out asynq's 15-44 s retry delay, or a task turnstile
+// could not park), process returns and the phase finishes in the
+// background: then runs when it is done, and drain waits for that. An idle
+// tail costs the next phase a few polls a second, and lets the default run
+// fit in minutes. Phases that measure CPU never detach and never overlap.
+func (b *bench) process(ctx context.Context, m mode, tasks []payload, r *recorder, done func() bool,
+	detach bool, then func(phase) error,
+) (err error) {
+	pb, closeFn := b, func() error { return nil }
+	if detach {
+		if pb, closeFn, err = b.newEnv(ctx); err != nil {
+			return err
+		}
 	}
-	if err := b.rdb.Set(ctx, stockKey, len(tasks), 0).Err(); err != nil {
-		return phase{}, err
+	closeEnv := sync.OnceValue(closeFn)
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, closeEnv())
+		}
+	}()
+	r.rdb = pb.rdb
+	if err := pb.rdb.FlushAll(ctx).Err(); err != nil { // our own server
+		return err
 	}
-	if err := b.enqueue(ctx, tasks); err != nil {
-		return phase{}, err
+	if err := pb.rdb.Set(ctx, stockKey, len(tasks), 0).Err(); err != nil {
+		return err
 	}
-	srv, err := b.newServer(m, r)
+	if err := pb.enqueue(ctx, tasks); err != nil {
+		return err
+	}
+	srv, err := pb.newServer(m, r)
 	if err != nil {
-		return phase{}, err
+		return err
 	}
-	redis0, err := b.srv.CPU(ctx)
+	redis0, err := pb.srv.CPU(ctx)
 	if err != nil {
-		return phase{}, err
+		return err
 	}
 	worker0 := processCPU()
 	r.start = time.Now()
 	if err := srv.start(); err != nil {
-		return phase{}, err
+		return err
 	}
-	if err := waitFor(ctx, done); err != nil {
-		return phase{}, errors.Join(err, srv.shutdown(context.WithoutCancel(ctx)))
+	idle := func() bool { return false }
+	if detach {
+		idle = func() bool { return pb.idle(ctx) }
 	}
-	ph := phase{wall: time.Since(r.start), workerCPU: processCPU() - worker0}
-	redis1, err := b.srv.CPU(ctx)
-	ph.redisCPU = redis1 - redis0
-	return ph, errors.Join(err, srv.shutdown(ctx))
+	finished, err := waitIdle(ctx, done, idle)
+	if err != nil {
+		return errors.Join(err, srv.shutdown(context.WithoutCancel(ctx)))
+	}
+	if finished {
+		ph := phase{wall: time.Since(r.start), workerCPU: processCPU() - worker0}
+		redis1, err := pb.srv.CPU(ctx)
+		ph.redisCPU = redis1 - redis0
+		if err = errors.Join(err, srv.shutdown(ctx)); err == nil {
+			err = then(ph) // before closeEnv: then may read the phase's Redis
+		}
+		return errors.Join(err, closeEnv())
+	}
+	b.tails.Go(func() {
+		err := waitFor(ctx, done)
+		ph := phase{wall: time.Since(r.start)} // CPU: other phases ran meanwhile
+		err = errors.Join(err, srv.shutdown(context.WithoutCancel(ctx)))
+		if err == nil {
+			err = then(ph)
+		}
+		if err = errors.Join(err, closeEnv()); err != nil {
+			b.mu.Lock()
+			b.tailErrs = append(b.tailErrs, fmt.Errorf("%s: %w", m, err))
+			b.mu.Unlock()
+		}
+	})
+	return nil
+}
+
+// newEnv starts a redis-server of a phase's own and returns a bench that
+// uses it.
+func (b *bench) newEnv(ctx context.Context) (*bench, func() error, error) {
+	srv, err := redisserver.Start(ctx, b.cfg.redisServer)
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 4 * b.cfg.concurrency})
+	env := &bench{cfg: b.cfg, srv: srv, rdb: rdb, tel: b.tel}
+	return env, func() error { return errors.Join(rdb.Close(), srv.Stop()) }, nil
+}
+
+// idle reports whether no task is pending or running and some wait in the
+// retry set: nothing happens until asynq's delay runs out.
+func (b *bench) idle(ctx context.Context) bool {
+	var pending, active *redis.IntCmd
+	var retry *redis.IntCmd
+	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		pending = p.LLen(ctx, "asynq:{default}:pending")
+		active = p.LLen(ctx, "asynq:{default}:active")
+		retry = p.ZCard(ctx, "asynq:{default}:retry")
+		return nil
+	})
+	return err == nil && pending.Val() == 0 && active.Val() == 0 && retry.Val() > 0
+}
+
+// drain waits for the phases finishing in the background.
+func (b *bench) drain() error {
+	b.tails.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := errors.Join(b.tailErrs...)
+	b.tailErrs = nil
+	return err
+}
+
+// idleCheckEvery is how often waitIdle asks Redis whether a phase is idle;
+// more often would load the Redis it measures.
+const idleCheckEvery = 50 * time.Millisecond
+
+// waitIdle waits until done reports true (finished) or idle does (not
+// finished), up to phaseTimeout.
+func waitIdle(ctx context.Context, done, idle func() bool) (finished bool, err error) {
+	deadline := time.After(phaseTimeout)
+	next := time.Now().Add(idleCheckEvery)
+	for !done() {
+		if time.Now().After(next) {
+			if idle() {
+				return false, nil
+			}
+			next = time.Now().Add(idleCheckEvery)
+		}
+		select {
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		case <-deadline:
+			return false, fmt.Errorf("phase not done after %s", phaseTimeout)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return true, nil
 }
 
 // waitFor polls done every millisecond, up to phaseTimeout.
@@ -227,27 +338,28 @@ func (b *bench) distinct(ctx context.Context, m mode, n int, hold time.Duration)
 		tasks[i] = payload{Key: "k" + strconv.Itoa(i), Hold: hold.Microseconds()}
 	}
 	r := newRecorder(b.rdb, 0, n)
-	ph, err := b.process(ctx, m, tasks, r, func() bool { return r.cold.Load() == int64(n) })
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
-	return float64(n) / time.Duration(r.coldEnd.Load()).Seconds(), per(ph.workerCPU), per(ph.redisCPU), nil
+	err = b.process(ctx, m, tasks, r, func() bool { return r.cold.Load() == int64(n) }, false, func(ph phase) error {
+		per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
+		perS, workerUS, redisUS = float64(n)/time.Duration(r.coldEnd.Load()).Seconds(), per(ph.workerCPU), per(ph.redisCPU)
+		return nil
+	})
+	return perS, workerUS, redisUS, err
 }
 
-// hotOnly runs n tasks on one key, each holding it for hold, and returns
-// the time until the last was done over the serial ideal: the handlers'
-// measured times summed, so that sleep overshoot counts as work.
-func (b *bench) hotOnly(ctx context.Context, m mode, n int, hold time.Duration) (float64, error) {
+// hotOnly runs n tasks on one key, each holding it for hold, and passes
+// then the time until the last was done over the serial ideal: the
+// handlers' measured times summed, so that sleep overshoot counts as work.
+// It may finish in the background (see process).
+func (b *bench) hotOnly(ctx context.Context, m mode, n int, hold time.Duration, then func(ratio float64)) error {
 	tasks := make([]payload, n)
 	for i := range tasks {
 		tasks[i] = payload{Key: hotKey, Hold: hold.Microseconds()}
 	}
 	r := newRecorder(b.rdb, n, 0)
-	if _, err := b.process(ctx, m, tasks, r, func() bool { return r.hot.Load() == int64(n) }); err != nil {
-		return 0, err
-	}
-	return float64(r.hotEnd.Load()) / float64(r.hotHeld.Load()), nil
+	return b.process(ctx, m, tasks, r, func() bool { return r.hot.Load() == int64(n) }, true, func(phase) error {
+		then(float64(r.hotEnd.Load()) / float64(r.hotHeld.Load()))
+		return nil
+	})
 }
 
 // beside runs cold tasks on distinct keys and hot tasks on one key, each
@@ -264,10 +376,12 @@ func (b *bench) beside(ctx context.Context, m mode, cold, hot int, hold time.Dur
 	//nolint:gosec // G404: a fixed seed, so that every round and run shuffles alike.
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
 	r := newRecorder(b.rdb, hot, cold)
-	if _, err := b.process(ctx, m, tasks, r, func() bool { return r.cold.Load() == int64(cold) }); err != nil {
-		return 0, err
-	}
-	return float64(cold) / time.Duration(r.coldEnd.Load()).Seconds(), nil
+	var perS float64
+	err := b.process(ctx, m, tasks, r, func() bool { return r.cold.Load() == int64(cold) }, false, func(phase) error {
+		perS = float64(cold) / time.Duration(r.coldEnd.Load()).Seconds()
+		return nil
+	})
+	return perS, err
 }
 
 // sale is what one flash sale measured.
@@ -279,29 +393,32 @@ type sale struct {
 	exact       bool
 }
 
-// flash sells n units of stock with n tasks on one resource. Each task's
-// latency runs from the server's start, since all were enqueued before.
-func (b *bench) flash(ctx context.Context, m mode, n int) (sale, error) {
+// flash sells n units of stock with n tasks on one resource and passes
+// then what it saw. Each task's latency runs from the server's start,
+// since all were enqueued before. It may finish in the background (see
+// process).
+func (b *bench) flash(ctx context.Context, m mode, n int, then func(sale)) error {
 	tasks := make([]payload, n)
 	for i := range tasks {
 		tasks[i] = payload{Key: hotKey, Sale: true}
 	}
 	r := newRecorder(b.rdb, n, 0)
-	if _, err := b.process(ctx, m, tasks, r, func() bool { return r.hot.Load() == int64(n) }); err != nil {
-		return sale{}, err
-	}
-	final, err := b.rdb.Get(ctx, stockKey).Int64()
-	if err != nil {
-		return sale{}, fmt.Errorf("read the stock: %w", err)
-	}
-	s := sale{sold: r.sold.Load(), start: int64(n), final: final}
-	s.lost = final - (s.start - s.sold)
-	s.exact = s.lost == 0
-	s.perS = float64(s.sold) / time.Duration(r.hotEnd.Load()).Seconds()
-	r.mu.Lock()
-	s.p99ms = float64(percentile(r.doneAt, 0.99)) / float64(time.Millisecond)
-	r.mu.Unlock()
-	return s, nil
+	return b.process(ctx, m, tasks, r, func() bool { return r.hot.Load() == int64(n) }, true, func(phase) error {
+		// The background phase's Redis is still up: then runs before closeEnv.
+		final, err := r.rdb.Get(context.WithoutCancel(ctx), stockKey).Int64()
+		if err != nil {
+			return fmt.Errorf("read the stock: %w", err)
+		}
+		s := sale{sold: r.sold.Load(), start: int64(n), final: final}
+		s.lost = final - (s.start - s.sold)
+		s.exact = s.lost == 0
+		s.perS = float64(s.sold) / time.Duration(r.hotEnd.Load()).Seconds()
+		r.mu.Lock()
+		s.p99ms = float64(percentile(r.doneAt, 0.99)) / float64(time.Millisecond)
+		r.mu.Unlock()
+		then(s)
+		return nil
+	})
 }
 
 func percentile(ds []time.Duration, q float64) time.Duration {

@@ -73,19 +73,25 @@ func TestFlash_Redis(t *testing.T) {
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
 	t.Cleanup(func() { _ = rdb.Close() })
-	b := &bench{cfg: config{concurrency: 32}, srv: srv, rdb: rdb, fig: figures{}}
+	b := &bench{cfg: config{concurrency: 32, redisServer: "redis-server"}, srv: srv, rdb: rdb, fig: figures{}}
 
 	const n = 300
-	s, err := b.flash(t.Context(), modeGuard, n)
-	if err != nil {
-		t.Fatal(err)
+	flash := func(m mode) sale {
+		t.Helper()
+		var s sale
+		if err := b.flash(t.Context(), m, n, func(got sale) { s = got }); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.drain(); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
+	s := flash(modeGuard)
 	if !s.exact || s.sold != n || s.final != 0 {
 		t.Errorf("guard: sold %d, final stock %d, lost %d; want %d sold, 0 left, none lost", s.sold, s.final, s.lost, n)
 	}
-	if s, err = b.flash(t.Context(), modeBare, n); err != nil {
-		t.Fatal(err)
-	}
+	s = flash(modeBare)
 	if s.exact || s.lost <= 0 {
 		t.Errorf("bare: sold %d, final stock %d, lost %d; want lost updates", s.sold, s.final, s.lost)
 	}
