@@ -67,17 +67,7 @@ func TestLocker_Miniredis(t *testing.T) {
 
 func TestLocker_Redis(t *testing.T) {
 	t.Parallel()
-	testLocker(t, func(t *testing.T) backend {
-		t.Helper()
-		srv := redistest.Server(t)
-		return backend{
-			client: func(t *testing.T) redis.UniversalClient {
-				t.Helper()
-				return srv.Client(t)
-			},
-			elapse: time.Sleep,
-		}
-	})
+	testLocker(t, redisBackend(false))
 }
 
 // TestLocker_RedisSharded runs the suite's Lockers as on Redis Cluster
@@ -86,7 +76,11 @@ func TestLocker_Redis(t *testing.T) {
 // across slots.
 func TestLocker_RedisSharded(t *testing.T) {
 	t.Parallel()
-	testLocker(t, func(t *testing.T) backend {
+	testLocker(t, redisBackend(true))
+}
+
+func redisBackend(sharded bool) func(t *testing.T) backend {
+	return func(t *testing.T) backend {
 		t.Helper()
 		srv := redistest.Server(t)
 		return backend{
@@ -95,9 +89,9 @@ func TestLocker_RedisSharded(t *testing.T) {
 				return srv.Client(t)
 			},
 			elapse:  time.Sleep,
-			sharded: true,
+			sharded: sharded,
 		}
-	})
+	}
 }
 
 type testBundle struct {
