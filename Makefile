@@ -5,8 +5,9 @@ GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v
 
 help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
-test:       ## Tests with the race detector (starts its own redis-server)
+test:       ## Tests with the race detector (start their own redis-server), then the bench module's
 	go test -race ./...
+	cd bench && go test -race ./...
 lint:       ## golangci-lint on both modules, then go mod tidy must change nothing
 	$(GOLANGCI_LINT) run ./...
 	cd bench && $(GOLANGCI_LINT) run ./...
@@ -14,9 +15,9 @@ lint:       ## golangci-lint on both modules, then go mod tidy must change nothi
 	git diff --exit-code go.mod go.sum bench/go.mod bench/go.sum
 bench:      ## Benchmarks, 6 runs, for benchstat
 	go test -run='^$$' -bench=. -count=6 ./... | tee bench.txt
-lockbench:  ## Lock benchmark against redsync, redislock and a baseline (bench/ module)
+lockbench:  ## Lock benchmark against a fenced floor, a baseline, redsync and redislock (about 6 min; bench/ module)
 	go run ./bench/cmd/lockbench
-workerbench: ## Worker benchmark: bare asynq vs the middleware chain, and a hot key
+workerbench: ## Worker benchmark: bare asynq, the guard, the full chain, redsync and redislock guards over seven scenarios (about 7 min)
 	go run ./bench/cmd/workerbench
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo
