@@ -32,7 +32,11 @@
 // that rotates round by round, and the medians are reported as a markdown
 // table. Usage, from the repository root or from bench/:
 //
-//	go run ./bench/cmd/workerbench [-rounds 3] [-scenarios noop,flash] [-modes guard,redsync] [-json]
+//	go run ./bench/cmd/workerbench [-rounds 3] [-scenarios noop,flash] [-modes guard,redsync] [-json] [-commandstats]
+//
+// With -commandstats each noop and work phase also prints to stderr the
+// Redis commands it ran per task and redis-server's socket reads and
+// writes per task, from INFO: which Redis work one mode adds over another.
 //
 // With -json the last line of stdout is one JSON object holding every
 // figure; the README's bench section lists the names.
@@ -65,7 +69,7 @@ type config struct {
 	work, hold, holdLong                     time.Duration
 	scenarios                                map[string]bool
 	modes                                    []mode
-	json                                     bool
+	json, commandStats                       bool
 	redisServer, cpuProfile                  string
 }
 
@@ -94,6 +98,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&scenarios, "scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
 	fs.StringVar(&modes, "modes", strings.Join(modeNames[:], ","), "modes to run")
 	fs.BoolVar(&c.json, "json", false, "print every figure as JSON on the last line")
+	fs.BoolVar(&c.commandStats, "commandstats", false, "print the Redis commands per task of the noop and work phases (INFO commandstats)")
 	fs.StringVar(&c.redisServer, "redis-server", "redis-server", "the redis-server binary")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the chain's first noop phase to this file")
 	if err := fs.Parse(args); err != nil {

@@ -139,6 +139,8 @@ const phaseTimeout = 5 * time.Minute
 type phase struct {
 	wall                time.Duration
 	workerCPU, redisCPU time.Duration
+	// commands are the Redis commands run per task (-commandstats only).
+	commands string
 }
 
 // process empties Redis, enqueues tasks, starts a server in mode m and
@@ -184,6 +186,12 @@ func (b *bench) process(ctx context.Context, m mode, tasks []payload, r *recorde
 	if err != nil {
 		return err
 	}
+	var calls0 map[string]int64
+	if b.cfg.commandStats && !detach {
+		if calls0, err = commandCalls(ctx, pb.rdb); err != nil {
+			return err
+		}
+	}
 	worker0 := processCPU()
 	r.start = time.Now()
 	if err := srv.start(); err != nil {
@@ -201,6 +209,11 @@ func (b *bench) process(ctx context.Context, m mode, tasks []payload, r *recorde
 		ph := phase{wall: time.Since(r.start), workerCPU: processCPU() - worker0}
 		redis1, err := pb.srv.CPU(ctx)
 		ph.redisCPU = redis1 - redis0
+		if calls0 != nil && err == nil {
+			var calls1 map[string]int64
+			calls1, err = commandCalls(ctx, pb.rdb)
+			ph.commands = perTask(calls0, calls1, len(tasks))
+		}
 		if err = errors.Join(err, srv.shutdown(ctx)); err == nil {
 			err = then(ph) // before closeEnv: then may read the phase's Redis
 		}
@@ -341,6 +354,9 @@ func (b *bench) distinct(ctx context.Context, m mode, n int, hold time.Duration)
 	err = b.process(ctx, m, tasks, r, func() bool { return r.cold.Load() == int64(n) }, false, func(ph phase) error {
 		per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
 		perS, workerUS, redisUS = float64(n)/time.Duration(r.coldEnd.Load()).Seconds(), per(ph.workerCPU), per(ph.redisCPU)
+		if ph.commands != "" {
+			progress("%s, %d tasks, hold %s: per task %s", m, n, hold, ph.commands)
+		}
 		return nil
 	})
 	return perS, workerUS, redisUS, err

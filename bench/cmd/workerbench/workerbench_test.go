@@ -96,3 +96,20 @@ func TestFlash_Redis(t *testing.T) {
 		t.Errorf("bare: sold %d, final stock %d, lost %d; want lost updates", s.sold, s.final, s.lost)
 	}
 }
+
+func TestPerTask(t *testing.T) {
+	t.Parallel()
+	before := parseCommandCalls("# Stats\r\ntotal_reads_processed:100\r\ntotal_writes_processed:90\r\n" +
+		"# Commandstats\r\ncmdstat_evalsha:calls=10,usec=300,usec_per_call=30.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=1,usec=50,usec_per_call=50.00,rejected_calls=0,failed_calls=0\r\n")
+	after := parseCommandCalls("# Stats\r\ntotal_reads_processed:400\r\ntotal_writes_processed:390\r\n" +
+		"# Commandstats\r\ncmdstat_evalsha:calls=410,usec=12300,usec_per_call=30.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_incr:calls=300,usec=300,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=2,usec=100,usec_per_call=50.00,rejected_calls=0,failed_calls=0\r\n")
+	got := perTask(before, after, 100)
+	// info ran once in 100 tasks: left out as a reading's own, not the mode's.
+	want := "7.00 commands, evalsha 4.00, (reads) 3.00, (writes) 3.00, incr 3.00"
+	if got != want {
+		t.Errorf("perTask = %q, want %q", got, want)
+	}
+}
