@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -33,7 +34,14 @@ type Metrics struct {
 	busyRetries  metric.Int64Counter
 	held         metric.Int64UpDownCounter
 	waiters      metric.Int64UpDownCounter
+	// sets caches the attribute set of each label combination: there are
+	// few (labels are low-cardinality by contract), and building one per
+	// measurement cost five sets and their allocations per task.
+	sets sync.Map // labelKey -> metric.MeasurementOption
 }
+
+// labelKey is one combination of metric labels.
+type labelKey struct{ taskType, kind, outcome string }
 
 // NewMetrics creates the instruments on mp's meter for ScopeName. A nil mp
 // means otel.GetMeterProvider(). Creating the same instruments twice from
@@ -89,7 +97,7 @@ func (m *Metrics) BusyRetry(ctx context.Context, resources ...lock.Resource) {
 	if m == nil {
 		return
 	}
-	m.busyRetries.Add(ctx, 1, labels(ctx, resources))
+	m.busyRetries.Add(ctx, 1, m.labels(ctx, resources, ""))
 }
 
 // AddWaiters adds delta (+1 when a wait starts, -1 when it ends) to the
@@ -99,21 +107,21 @@ func (m *Metrics) AddWaiters(ctx context.Context, delta int64, resources ...lock
 	if m == nil {
 		return
 	}
-	m.waiters.Add(ctx, delta, labels(ctx, resources))
+	m.waiters.Add(ctx, delta, m.labels(ctx, resources, ""))
 }
 
 func (m *Metrics) acquired(ctx context.Context, ev lock.AcquireEvent, outcome string) {
 	if m == nil {
 		return
 	}
-	attrs := labels(ctx, ev.Resources, AttrOutcome.String(outcome))
+	attrs := m.labels(ctx, ev.Resources, outcome)
 	m.waitDuration.Record(ctx, ev.Wait.Seconds(), attrs)
 	m.acquisitions.Add(ctx, 1, attrs)
 	if !ev.Contended.IsZero() {
-		m.contended.Add(ctx, 1, labels(ctx, ev.Resources))
+		m.contended.Add(ctx, 1, m.labels(ctx, ev.Resources, ""))
 	}
 	if outcome == OutcomeAcquired {
-		m.held.Add(ctx, 1, labels(ctx, ev.Resources))
+		m.held.Add(ctx, 1, m.labels(ctx, ev.Resources, ""))
 	}
 }
 
@@ -121,28 +129,36 @@ func (m *Metrics) released(ctx context.Context, ev lock.ReleaseEvent, outcome st
 	if m == nil {
 		return
 	}
-	attrs := labels(ctx, ev.Resources, AttrOutcome.String(outcome))
+	attrs := m.labels(ctx, ev.Resources, outcome)
 	m.holdDuration.Record(ctx, ev.Held.Seconds(), attrs)
 	m.releases.Add(ctx, 1, attrs)
 	// Whatever the outcome, this process no longer holds the lease: a lost
 	// lease is still Released by its owner, so this is the one decrement.
-	m.held.Add(ctx, -1, labels(ctx, ev.Resources))
+	m.held.Add(ctx, -1, m.labels(ctx, ev.Resources, ""))
 }
 
 func (m *Metrics) lost(ctx context.Context, ev lock.LostEvent) {
 	if m == nil {
 		return
 	}
-	m.losses.Add(ctx, 1, labels(ctx, ev.Resources))
+	m.losses.Add(ctx, 1, m.labels(ctx, ev.Resources, ""))
 }
 
-// labels are the only metric labels turnstile records: the task type, the
-// resources' kinds, and any extra (the outcome).
-func labels(ctx context.Context, resources []lock.Resource, extra ...attribute.KeyValue) metric.MeasurementOption {
-	return metric.WithAttributes(append([]attribute.KeyValue{
-		AttrTaskType.String(taskTypeLabel(ctx)),
-		AttrLockKind.String(kindLabel(resources)),
-	}, extra...)...)
+// labels returns the only metric labels turnstile records, as one cached
+// attribute set: the task type, the resources' kinds and, unless empty, the
+// outcome.
+func (m *Metrics) labels(ctx context.Context, resources []lock.Resource, outcome string) metric.MeasurementOption {
+	k := labelKey{taskTypeLabel(ctx), kindLabel(resources), outcome}
+	if o, ok := m.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	kvs := []attribute.KeyValue{AttrTaskType.String(k.taskType), AttrLockKind.String(k.kind)}
+	if outcome != "" {
+		kvs = append(kvs, AttrOutcome.String(outcome))
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	m.sets.Store(k, o)
+	return o
 }
 
 // kindLabel is the sorted, de-duplicated, comma-joined kinds of resources:
