@@ -155,10 +155,11 @@ func (a *acquisition) confirm(ctx context.Context, g grant, valid time.Time) (ti
 	return validity(sent, ttl), true
 }
 
-// settle finishes a successful wait. Resources handed over early in a long
-// wait may have little TTL left, and a hand-off's validity is counted from
-// the last request sent before it, so a lease that starts with under half
-// its TTL is extended first.
+// settle finishes a successful wait. Resources taken early in a long wait
+// may have little TTL left (each counts from a request that surely came
+// before Redis set it), so a lease that starts with under half its TTL is
+// extended first. It returns ErrNotHeld, having given everything back,
+// when one of them already ran out.
 func (a *acquisition) settle(ctx context.Context, entry string) error {
 	ttl := a.l.opts.TTL
 	if time.Until(a.validUntil) >= ttl/2 {
