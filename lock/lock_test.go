@@ -109,11 +109,15 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		t.Cleanup(func() { _ = rdb.Close() })
 		return &testBundle{backend: b, rdb: rdb, locker: b.newLocker(t, rdb, cfg)}
 	}
-	// other returns a second Locker on its own client, as another process.
-	other := func(t *testing.T, b *testBundle, cfg lock.Config) *lock.Locker {
+	// other returns a second Locker on its own client, as another process,
+	// with hooks on that client (faults to inject).
+	other := func(t *testing.T, b *testBundle, cfg lock.Config, hooks ...redis.Hook) *lock.Locker {
 		t.Helper()
 		rdb := b.client(t)
 		t.Cleanup(func() { _ = rdb.Close() })
+		for _, h := range hooks {
+			rdb.AddHook(h)
+		}
 		return b.newLocker(t, rdb, cfg)
 	}
 	key := lock.Key("order", 42)
@@ -421,13 +425,8 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		t.Parallel()
 		b := setup(t, lock.Config{TTL: time.Minute})
 		ctx := t.Context()
-		flaky := b.client(t)
-		t.Cleanup(func() { _ = flaky.Close() })
 		down := &failingHook{}
-		flaky.AddHook(down)
-		l, err := lock.New(flaky, lock.Config{TTL: time.Minute})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		l := other(t, b, lock.Config{TTL: time.Minute}, down)
 		lease, err := l.Acquire(ctx, key)
 		require.NoError(t, err)
 
@@ -507,14 +506,9 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		t.Parallel()
 		b := setup(t, lock.Config{})
 		ctx := t.Context()
-		flaky := b.client(t)
-		t.Cleanup(func() { _ = flaky.Close() })
 		down := &failingHook{}
-		flaky.AddHook(down)
 		obs := &recorder{}
-		l, err := lock.New(flaky, lock.Config{TTL: 200 * time.Millisecond, Observer: obs})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		l := other(t, b, lock.Config{TTL: 200 * time.Millisecond, Observer: obs}, down)
 		lease, err := l.Acquire(ctx, key)
 		require.NoError(t, err)
 
@@ -537,13 +531,8 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		t.Parallel()
 		b := setup(t, lock.Config{})
 		ctx := t.Context()
-		flaky := b.client(t)
-		t.Cleanup(func() { _ = flaky.Close() })
 		down := &failingHook{}
-		flaky.AddHook(down)
-		l, err := lock.New(flaky, lock.Config{TTL: time.Second, Refresh: true})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		l := other(t, b, lock.Config{TTL: time.Second, Refresh: true}, down)
 		lease, err := l.Acquire(ctx, key)
 		require.NoError(t, err)
 
@@ -568,13 +557,8 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		t.Parallel()
 		b := setup(t, lock.Config{TTL: time.Minute})
 		ctx := t.Context()
-		flaky := b.client(t)
-		t.Cleanup(func() { _ = flaky.Close() })
 		lost := &lostReplyHook{}
-		flaky.AddHook(lost)
-		l, err := lock.New(flaky, lock.Config{TTL: time.Minute})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		l := other(t, b, lock.Config{TTL: time.Minute}, lost)
 
 		// Load the script first: the failed call must be one that ran.
 		warm, err := l.Acquire(ctx, lock.Key("warm", "up"))
