@@ -36,10 +36,25 @@ func openBaseline(c *redis.Client, ttl, _ time.Duration) (locker, error) {
 
 func (b baseline) lock(ctx context.Context, key string) (func(context.Context) error, error) {
 	token := rand.Text()
+	return pollLock(ctx, "baseline", b.c, key, token, func() error {
+		return b.c.Do(ctx, "SET", key, token, "NX", "PX", b.ttl.Milliseconds()).Err()
+	})
+}
+
+// pollLock runs try, which returns redis.Nil while the lock is busy, every
+// pollEvery until it takes the lock, and returns the compare-and-delete
+// that gives it back. Only ctx ends the wait.
+func pollLock(ctx context.Context, name string, c *redis.Client, key, token string, try func() error) (func(context.Context) error, error) {
 	for {
-		err := b.c.Do(ctx, "SET", key, token, "NX", "PX", b.ttl.Milliseconds()).Err()
+		err := try()
 		if err == nil {
-			return func(ctx context.Context) error { return b.unlock(ctx, key, token) }, nil
+			return func(ctx context.Context) error {
+				n, err := releaseScript.Run(ctx, c, []string{key}, token).Int64()
+				if err == nil && n == 0 {
+					err = errors.New(name + ": unlock: not held")
+				}
+				return err
+			}, nil
 		}
 		if !errors.Is(err, redis.Nil) {
 			return nil, err
@@ -50,14 +65,6 @@ func (b baseline) lock(ctx context.Context, key string) (func(context.Context) e
 		case <-time.After(pollEvery):
 		}
 	}
-}
-
-func (b baseline) unlock(ctx context.Context, key, token string) error {
-	n, err := releaseScript.Run(ctx, b.c, []string{key}, token).Int64()
-	if err == nil && n == 0 {
-		err = errors.New("baseline: unlock: not held")
-	}
-	return err
 }
 
 func (baseline) close() error { return nil }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,28 +41,9 @@ func openFloor(c *redis.Client, ttl, _ time.Duration) (locker, error) {
 func (f floor) lock(ctx context.Context, key string) (func(context.Context) error, error) {
 	token := rand.Text()
 	keys := []string{"{" + key + "}", "{" + key + "}:fence"}
-	for {
-		err := floorAcquireScript.Run(ctx, f.c, keys, token, f.ttl.Milliseconds()).Err()
-		if err == nil {
-			return func(ctx context.Context) error { return f.unlock(ctx, keys[0], token) }, nil
-		}
-		if !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		case <-time.After(pollEvery):
-		}
-	}
-}
-
-func (f floor) unlock(ctx context.Context, key, token string) error {
-	n, err := releaseScript.Run(ctx, f.c, []string{key}, token).Int64()
-	if err == nil && n == 0 {
-		err = errors.New("floor: unlock: not held")
-	}
-	return err
+	return pollLock(ctx, "floor", f.c, keys[0], token, func() error {
+		return floorAcquireScript.Run(ctx, f.c, keys, token, f.ttl.Milliseconds()).Err()
+	})
 }
 
 func (floor) close() error { return nil }
