@@ -39,6 +39,14 @@
 // by the holder's TTL, and by jittered exponential backoff while the
 // subscription is down.
 //
+// Callers of one process that wait for the same resources form a cohort:
+// only its first asks Redis; the others wait in line in-process, and a
+// release passes the lease straight to the next of them, with no round
+// trip, up to Options.Cohort times in a row before the resources go back
+// through Redis to the other processes' waiters. A passed lease keeps the
+// lock's token and validity, carries the next fence, and is never a lease
+// that was lost.
+//
 // A caller that cannot wait in the queue, such as a job parked until the
 // resource is free, marks it with Locker.Want; releases report the mark in
 // Lease.Wanted, so the releaser can tell it, until Lease.ClearWanted.
@@ -47,7 +55,7 @@
 //
 // A TTL cannot stop a holder that pauses (GC, SIGSTOP, a slow network) past
 // it. Lease.Fence returns a token larger than every earlier lease's on the
-// same resource, also after a restart or a failover that lost the counter's
+// same resource, passed or not, also after a restart or a failover that lost the counter's
 // last writes (a fence is at least the server's clock in µs). A store that
 // learns the token at the holder's first access, read or write, and refuses
 // any later access with a lower one makes the late holder harmless; checking

@@ -15,3 +15,27 @@ func NewSharded(client redis.UniversalClient, cfg Config) (*Locker, error) {
 	}
 	return l, nil
 }
+
+// FenceStride is how far apart Redis hands out fences.
+const FenceStride = fenceStride
+
+// CohortWaiters returns how many callers wait in line in l's process for
+// exactly the resources rs, behind its cohort's holder or leader.
+func CohortWaiters(l *Locker, rs ...Resource) int {
+	cs := l.shared.cohorts
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	c := cs.m[cohortKey(sortedUnique(rs))]
+	if c == nil {
+		return 0
+	}
+	return len(c.waiters)
+}
+
+// Cohorts returns how many cohorts l's process has.
+func Cohorts(l *Locker) int {
+	cs := l.shared.cohorts
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.m)
+}

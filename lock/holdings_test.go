@@ -84,7 +84,7 @@ func testHoldings(t *testing.T, hb holdingsBackend) {
 		waitCtx, stopWaiting := context.WithCancel(ctx)
 		waited := make(chan error, 1)
 		go func() {
-			waiter, err := b.locker.With(lock.Options{Wait: time.Minute})
+			waiter, err := b.locker.With(lock.Options{Wait: time.Minute, Cohort: -1})
 			if err == nil {
 				_, err = waiter.Acquire(waitCtx, lock.Key("order", "o-0"))
 			}

@@ -18,10 +18,16 @@ type Lease struct {
 	resources []Resource
 	keys      []string
 	token     string
+	owner     string // Options.Owner of this holder
 	fences    []int64
 	acquired  time.Time
 	ttl       time.Duration
 	maxHold   time.Duration
+	// cohort is the process's cohort the lease may pass to, with up to
+	// passes passes in a row; nil when it goes back to Redis. Guarded by
+	// the cohorts' mutex.
+	cohort *cohort
+	passes int
 
 	mu         sync.Mutex
 	validUntil time.Time
@@ -45,6 +51,8 @@ func newLease(ctx context.Context, a *acquisition) *Lease {
 		resources:  a.resources,
 		keys:       a.keys,
 		token:      a.token,
+		owner:      a.l.opts.Owner,
+		passes:     a.l.opts.cohort(),
 		fences:     a.fences,
 		acquired:   time.Now(),
 		ttl:        a.l.opts.TTL,
@@ -84,7 +92,9 @@ func (l *Lease) startTimers(ctx context.Context, refresh bool, first time.Durati
 func (l *Lease) Resources() []Resource { return slices.Clone(l.resources) }
 
 // Fence returns r's fencing token: larger than that of every earlier lease
-// on r. Give it to the store with every read and write, and have the store
+// on r. A lease passed within a cohort (Options.Cohort) carries its
+// predecessor's fence plus one; Redis hands out fences far enough apart
+// that every later lease taken through Redis has a larger one still. Give it to the store with every read and write, and have the store
 // refuse a token lower than the highest it has seen for r, on a read or a
 // write; that makes a holder that paused past its TTL harmless (checking
 // writes alone lets an older holder that read first undo a newer one's
@@ -100,7 +110,8 @@ func (l *Lease) Fence(r Resource) int64 {
 }
 
 // Token returns the lease's random token: the value Redis holds under each
-// of its resources.
+// of its resources. Leases passed within a cohort share the token of the
+// one that took the resources from Redis.
 func (l *Lease) Token() string { return l.token }
 
 // AcquiredAt returns when Acquire returned the lease.
@@ -184,9 +195,27 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	refreshing := l.stop != nil
 	l.stopTimers()
+	var lead chan handover
+	if cs := l.shared.cohorts; cs != nil {
+		next, pass, marks, h := cs.next(l)
+		if pass {
+			l.released, l.marks = true, marks
+			l.end(ErrNotHeld, nil)
+			<-l.done
+			l.shared.observer.Released(ctx, ReleaseEvent{
+				Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Passed: true,
+			})
+			next <- h
+			return nil
+		}
+		lead = next
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	marks, err := l.shared.release(ctx, l.keys, l.token, "")
+	if lead != nil {
+		lead <- handover{}
+	}
 	l.shared.observer.Released(ctx, ReleaseEvent{
 		Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
 	})
@@ -231,6 +260,10 @@ func (l *Lease) ClearWanted(ctx context.Context, r Resource) error {
 	}
 	l.releaseMu.Unlock()
 	if mark == "" {
+		return nil
+	}
+	if strings.HasPrefix(mark, localMarkPrefix) {
+		l.shared.cohorts.unwant(r, mark)
 		return nil
 	}
 	key := r.redisKeys(l.shared.prefix).wanted
@@ -336,13 +369,18 @@ func (l *Lease) stopTimers() {
 	}
 }
 
-// lose ends a lease that was not released, and tells the observer.
+// lose ends a lease that was not released, and tells the observer. The
+// next waiter of its cohort, if any, asks Redis at once instead of waiting
+// for a Release that would not pass the lease on.
 func (l *Lease) lose(ctx context.Context, err error) {
 	l.end(err, func() {
 		l.shared.observer.Lost(ctx, LostEvent{
 			Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Err: err,
 		})
 	})
+	if cs := l.shared.cohorts; cs != nil {
+		cs.lost(l)
+	}
 }
 
 // end marks the lease ended, runs observe if it did, then closes Done:

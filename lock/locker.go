@@ -38,6 +38,8 @@ type Config struct {
 	// Prefix starts every Redis key and channel the Locker uses. It must not
 	// contain '{', '}' or '|'. Defaults to DefaultPrefix.
 	Prefix string
+	// Cohort is Options.Cohort for Acquire on this Locker.
+	Cohort int
 	// Observer is told about acquisitions, releases and lost leases.
 	Observer Observer
 }
@@ -58,6 +60,15 @@ type Options struct {
 	// BusyError and operators' tools can say who holds a resource. It must
 	// not contain '|'.
 	Owner string
+	// Cohort is how many times in a row a released lease may pass straight
+	// to a waiter of this process that wants the same resources (a caller
+	// of this Locker or of one made from it by With), without a Redis
+	// round trip, before the resources go back through Redis to the other
+	// processes' waiters. Zero means DefaultCohort; negative turns passing
+	// off, so that every hand-off goes through Redis in arrival order;
+	// at most MaxCohort. Quorum mode never passes. See Lease.Fence for the
+	// fences of passed leases.
+	Cohort int
 }
 
 func (o Options) withDefaults() Options {
@@ -75,6 +86,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("lock: MaxHold %s is negative", o.MaxHold)
 	case strings.Contains(o.Owner, "|"):
 		return fmt.Errorf("lock: Owner %q contains '|'", o.Owner)
+	case o.Cohort > MaxCohort:
+		return fmt.Errorf("lock: Cohort %d is over MaxCohort (%d)", o.Cohort, MaxCohort)
 	}
 	return nil
 }
@@ -93,6 +106,9 @@ type shared struct {
 	observer Observer
 	nodes    []*node
 	quorum   int
+	// cohorts pass leases between this process's callers; nil in quorum
+	// mode.
+	cohorts *cohorts
 }
 
 // node is one independent Redis deployment.
@@ -135,7 +151,7 @@ func NewQuorum(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 }
 
 func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
-	opts := Options{TTL: cfg.TTL, Wait: cfg.Wait, Refresh: cfg.Refresh}.withDefaults()
+	opts := Options{TTL: cfg.TTL, Wait: cfg.Wait, Refresh: cfg.Refresh, Cohort: cfg.Cohort}.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -162,6 +178,7 @@ func newLocker(clients []redis.UniversalClient, cfg Config) (*Locker, error) {
 	}
 	if len(s.nodes) == 1 {
 		s.nodes[0].hub = newHub(clients[0], prefix+"waiters:"+rand.Text())
+		s.cohorts = newCohorts()
 	}
 	return &Locker{opts: opts, shared: s}, nil
 }
@@ -218,11 +235,18 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 	}
 	a.fences = make([]int64, len(a.resources))
 
-	var err error
-	if len(l.shared.nodes) == 1 {
-		err = a.single(ctx)
-	} else {
+	var (
+		err    error
+		c      *cohort
+		passed bool
+	)
+	switch {
+	case l.shared.cohorts == nil:
 		err = a.quorum(ctx)
+	case l.opts.Cohort < 0:
+		err = a.single(ctx)
+	default:
+		c, passed, err = a.cohort(ctx)
 	}
 	ev := AcquireEvent{
 		Resources: a.resources, TTL: l.opts.TTL, Start: start, Wait: time.Since(start),
@@ -232,9 +256,13 @@ func (l *Locker) Acquire(ctx context.Context, resources ...Resource) (*Lease, er
 		l.shared.observer.Acquired(ctx, ev)
 		return nil, err
 	}
-	ev.Fences = a.fences
+	ev.Fences, ev.Passed = a.fences, passed
 	l.shared.observer.Acquired(ctx, ev)
-	return newLease(ctx, a), nil
+	lease := newLease(ctx, a)
+	if c != nil {
+		l.shared.cohorts.hold(c, lease, passed)
+	}
+	return lease, nil
 }
 
 // newToken is 128 random bits in base32 (no ':'), then the owner, if any.
@@ -438,6 +466,9 @@ const wantedTTL = 24 * time.Hour
 // the nodes, in quorum mode); when it is not, nothing was marked and
 // nobody will be told.
 func (l *Locker) Want(ctx context.Context, r Resource) (bool, error) {
+	if cs := l.shared.cohorts; cs != nil {
+		cs.want(r)
+	}
 	k := r.redisKeys(l.shared.prefix)
 	mark := rand.Text()
 	return l.shared.vote(ctx, "want", func(ctx context.Context, n *node) (bool, error) {

@@ -35,6 +35,9 @@ type AcquireEvent struct {
 	Holder    string
 	// Fences are the fencing tokens, in Resources order, on success.
 	Fences []int64
+	// Passed is set when the lease was passed by a holder of this process
+	// (Options.Cohort): Attempts is then zero, no Redis round trip.
+	Passed bool
 	// Err is nil on success, a *BusyError when contended past the wait
 	// budget, or the context's or Redis's error.
 	Err error
@@ -46,6 +49,9 @@ type ReleaseEvent struct {
 	Fences    []int64
 	// Held is the time from acquisition to release.
 	Held time.Duration
+	// Passed is set when the lease passed to a waiter of this process
+	// instead of going back to Redis (Options.Cohort).
+	Passed bool
 	// Err is nil when released, ErrNotHeld when the lease had already lost
 	// its resources (its TTL was too tight), or the Redis error.
 	Err error

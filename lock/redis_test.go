@@ -132,7 +132,7 @@ func TestLocker_WaitersSurviveRestart(t *testing.T) {
 	holderLocker, err := lock.New(srv.Client(t), lock.Config{TTL: time.Minute})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, holderLocker.Close()) })
-	waiters, err := lock.New(srv.Client(t), lock.Config{TTL: time.Minute, Wait: 20 * time.Second})
+	waiters, err := lock.New(srv.Client(t), lock.Config{TTL: time.Minute, Wait: 20 * time.Second, Cohort: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, waiters.Close()) })
 
@@ -358,7 +358,7 @@ func TestLocker_HandsOverInProcessWithoutPublish(t *testing.T) {
 		published int
 	}{{"SameLocker", true, 0}, {"OtherLocker", false, 1}} {
 		require.NoError(t, rdb.ConfigResetStat(t.Context()).Err())
-		holder, err := lock.New(srv.Client(t), lock.Config{Wait: 10 * time.Second})
+		holder, err := lock.New(srv.Client(t), lock.Config{Wait: 10 * time.Second, Cohort: -1})
 		require.NoError(t, err)
 		waiter := holder
 		if !tc.sameProc {

@@ -21,16 +21,18 @@ import "github.com/redis/go-redis/v9"
 // waiter on the releasing Locker's own channel (here) is alive by
 // definition: the grant goes back to the caller instead, one hop shorter.
 //
-// The fence is max(INCR of the counter, server time in µs), written back,
-// on a counter that never expires: one small string per resource ever
-// locked. After a restart or a failover that lost recent writes the
-// counter comes back missing or stale (a replica that never saw the last
-// bumps), not ahead; but every fence handed out was at most the clock of
-// its moment (or the counter, which runs ahead of the clock only while
-// acquisitions average more than one per µs), so the next fence, at least
-// the clock of a later moment, exceeds them all, as long as the servers'
-// clocks do not step back by more than the time a failover takes. The
-// price is a TIME and a SET in every bump.
+// The fence is max(INCRBY of the counter by fenceStride, server time in
+// µs), written back, on a counter that never expires: one small string per
+// resource ever locked. The stride leaves room for the fences of a
+// cohort's passes (cohort.go), which count up from the fence Redis gave.
+// After a restart or a failover that lost recent writes the counter comes
+// back missing or stale (a replica that never saw the last bumps), not
+// ahead; but every fence handed out was at most the clock of its moment,
+// plus a cohort's passes (or the counter, which runs ahead of the clock
+// only while acquisitions average more than one per 64 µs), so the next
+// fence, at least the clock of a later moment, exceeds them all, as long
+// as the servers' clocks do not step back by more than the time a
+// failover takes. The price is a TIME and a SET in every bump.
 const prelude = `
 local now_us
 local function now()
@@ -42,7 +44,7 @@ local function now()
 end
 
 local function bump(fk)
-  local f = redis.call('INCR', fk)
+  local f = redis.call('INCRBY', fk, 64)
   if f < now() then
     f = now()
     redis.call('SET', fk, string.format('%.0f', f))
