@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnstilehq/turnstile/internal/oteltest"
@@ -262,3 +267,165 @@ func TestMetrics_NoRawKeysInLabels(t *testing.T) {
 }
 
 var lockBusy = lock.BusyError{Resource: testOrder, TTL: time.Second}
+
+// sampled returns an oteltest.Recorder like oteltest.New but whose tracer
+// provider samples with sampler.
+func sampled(t *testing.T, sampler sdktrace.Sampler) *oteltest.Recorder {
+	t.Helper()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithSyncer(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() {
+		// Background: t.Context is already cancelled in Cleanup.
+		require.NoError(t, tp.Shutdown(context.Background()))
+		require.NoError(t, mp.Shutdown(context.Background()))
+	})
+	return &oteltest.Recorder{Spans: spans, TP: tp, Reader: reader, MP: mp}
+}
+
+// TestLockObserver_Sampling checks the split LockObserver documents: a
+// recording span gets every attribute and event, a sampler sees only the
+// bounded ones, and metrics do not depend on either.
+func TestLockObserver_Sampling(t *testing.T) {
+	t.Parallel()
+
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	acquired := lock.AcquireEvent{
+		Resources: []lock.Resource{testOrder, testInventory},
+		TTL:       10 * time.Second,
+		Start:     start,
+		Wait:      250 * time.Millisecond,
+		Attempts:  2,
+		Contended: start.Add(5 * time.Millisecond),
+		HolderTTL: time.Second,
+		Fences:    []int64{3, 4},
+	}
+	released := lock.ReleaseEvent{Resources: acquired.Resources, Fences: acquired.Fences, Held: time.Second}
+
+	t.Run("AlwaysSampleRecordsEverything", func(t *testing.T) {
+		t.Parallel()
+		b := sampled(t, sdktrace.AlwaysSample())
+		ctx, parent := processCtx(t, b)
+		obs := LockObserver(b.TP, b.MP)
+		obs.Acquired(ctx, acquired)
+		obs.Released(ctx, released)
+		obs.Lost(ctx, lock.LostEvent{Resources: acquired.Resources, Fences: acquired.Fences, Err: lock.ErrNotHeld})
+		parent.End()
+
+		s := b.Span(t, SpanLockAcquire)
+		attrs := oteltest.Attrs(s.Attributes)
+		require.Equal(t, "order,ticket_type", attrs[AttrLockKind].AsString())
+		require.Equal(t, OutcomeAcquired, attrs[AttrOutcome].AsString())
+		require.Equal(t, []string{testOrder.String(), testInventory.String()}, attrs[AttrLockResources].AsStringSlice())
+		require.Equal(t, []int64{3, 4}, attrs[AttrLockFences].AsInt64Slice())
+		require.Equal(t, int64(2), attrs[AttrLockAttempts].AsInt64())
+		require.InDelta(t, 10.0, attrs[AttrLockTTL].AsFloat64(), 1e-9)
+		require.InDelta(t, 0.25, attrs[AttrLockWait].AsFloat64(), 1e-9)
+		require.Len(t, s.Events, 1)
+		require.Equal(t, EventLockContended, s.Events[0].Name)
+		require.InDelta(t, 1.0, oteltest.Attrs(s.Events[0].Attributes)[AttrLockHolderTTL].AsFloat64(), 1e-9)
+
+		p := b.Span(t, SpanProcessPrefix+testTask)
+		require.Len(t, p.Events, 2)
+		require.Equal(t, EventLockRelease, p.Events[0].Name)
+		rel := oteltest.Attrs(p.Events[0].Attributes)
+		require.Equal(t, OutcomeReleased, rel[AttrOutcome].AsString())
+		require.Equal(t, []string{testOrder.String(), testInventory.String()}, rel[AttrLockResources].AsStringSlice())
+		require.Equal(t, []int64{3, 4}, rel[AttrLockFences].AsInt64Slice())
+		require.InDelta(t, 1.0, rel[AttrLockHeld].AsFloat64(), 1e-9)
+		require.Equal(t, EventLockLost, p.Events[1].Name)
+		require.Equal(t, []string{testOrder.String(), testInventory.String()},
+			oteltest.Attrs(p.Events[1].Attributes)[AttrLockResources].AsStringSlice())
+	})
+
+	t.Run("ErrorStatusWhenRecording", func(t *testing.T) {
+		t.Parallel()
+		b := sampled(t, sdktrace.AlwaysSample())
+		ev := acquired
+		ev.Fences = nil
+		ev.Err = errors.New("redis down")
+		LockObserver(b.TP, b.MP).Acquired(t.Context(), ev)
+
+		s := b.Span(t, SpanLockAcquire)
+		require.Equal(t, codes.Error, s.Status.Code)
+		require.Equal(t, "redis down", s.Status.Description)
+		require.NotEmpty(t, oteltest.Attrs(s.Attributes)[attribute.Key("error.type")].AsString())
+	})
+
+	t.Run("SamplerSeesKindAndOutcomeOnly", func(t *testing.T) {
+		t.Parallel()
+		sampler := &capturingSampler{}
+		b := sampled(t, sampler)
+		ev := acquired
+		ev.Err = &lock.BusyError{Resource: testOrder, TTL: time.Second}
+		ev.Fences = nil
+		LockObserver(b.TP, b.MP).Acquired(t.Context(), ev)
+
+		attrs := oteltest.Attrs(sampler.attrs(t, SpanLockAcquire))
+		require.Equal(t, "order,ticket_type", attrs[AttrLockKind].AsString())
+		require.Equal(t, OutcomeBusy, attrs[AttrOutcome].AsString())
+		require.NotContains(t, attrs, AttrLockResources, "raw resource names must not reach the sampler")
+		require.Len(t, attrs, 2, "only bounded attributes at start: %v", attrs)
+		for _, kv := range sampler.attrs(t, SpanLockAcquire) {
+			for _, raw := range []string{testOrderID, testTypeID} {
+				require.NotContains(t, kv.Value.String(), raw, "attribute %s", kv.Key)
+			}
+		}
+	})
+
+	t.Run("NotRecordingStillMeasures", func(t *testing.T) {
+		t.Parallel()
+		b := sampled(t, sdktrace.NeverSample())
+		ctx, parent := processCtx(t, b)
+		require.False(t, parent.IsRecording())
+		obs := LockObserver(b.TP, b.MP)
+		obs.Acquired(ctx, acquired)
+		obs.Released(ctx, released)
+		obs.Lost(ctx, lock.LostEvent{Resources: acquired.Resources, Err: lock.ErrNotHeld})
+		parent.End()
+		require.Empty(t, b.Spans.GetSpans())
+
+		rm := b.Collect(t)
+		kind := AttrLockKind.String("order,ticket_type")
+		task := AttrTaskType.String(testTask)
+		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockAcquisitions), task, kind, AttrOutcome.String(OutcomeAcquired)))
+		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockContended), task, kind))
+		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockReleases), task, kind, AttrOutcome.String(OutcomeReleased)))
+		require.Equal(t, int64(1), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockLosses), task, kind))
+		require.Equal(t, int64(0), oteltest.Int(t, oteltest.Metric(t, rm, MetricLockHeld), task, kind))
+		require.Equal(t, uint64(1), oteltest.HistogramPoint(t, oteltest.Metric(t, rm, MetricLockWaitDuration), task, kind, AttrOutcome.String(OutcomeAcquired)).Count)
+	})
+}
+
+// capturingSampler samples every span and keeps the attributes each span
+// name was started with, which is all a sampler gets to decide on.
+type capturingSampler struct {
+	mu   sync.Mutex
+	seen map[string][]attribute.KeyValue
+}
+
+func (s *capturingSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string][]attribute.KeyValue{}
+	}
+	s.seen[p.Name] = slices.Clone(p.Attributes)
+	return sdktrace.SamplingResult{
+		Decision:   sdktrace.RecordAndSample,
+		Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState(),
+	}
+}
+
+func (*capturingSampler) Description() string { return "capturingSampler" }
+
+// attrs returns the attributes the span called name was started with.
+func (s *capturingSampler) attrs(t *testing.T, name string) []attribute.KeyValue {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	attrs, ok := s.seen[name]
+	require.True(t, ok, "sampler never asked about %q", name)
+	return attrs
+}
