@@ -73,6 +73,12 @@ type GuardConfig struct {
 	// to a quarter of it waiting while at most half of it is busy: waiting
 	// tasks then take no slot another task could use, and a hot key is
 	// served back to back instead of at the pace of asynq's idle polls.
+	// A key may also have waiting its share of the slots, as it is of the
+	// last Concurrency tasks to enter the worker: a
+	// worker that sees nothing but one key's tasks has nothing else for
+	// its slots to do, and a task waiting in line there is passed the
+	// lease in-process (lock.Options.Cohort), while a parked one costs
+	// four round trips and the dequeue of yet another task of that key.
 	Concurrency int
 	// SafetyNet caps the retry delay of a busy task, which otherwise is the
 	// holder's remaining TTL plus a second (see Guard.RetryDelay); it only
@@ -101,7 +107,12 @@ type Guard struct {
 	mu      sync.Mutex
 	rules   map[string]*rule
 	waiting map[string]int // per first resource: tasks of this process waiting
-	closed  bool
+	recent  recent         // the first resources of the last tasks to enter
+	// parked holds the first resources this process parked tasks on, and
+	// when it last did, until a wake-up finds none left or the parked
+	// list would have expired: only those have a list to refill from.
+	parked map[string]time.Time
+	closed bool
 
 	inflight sync.WaitGroup // guarded handlers and their wake-ups
 }
@@ -125,6 +136,7 @@ func NewGuard(locker *lock.Locker, rdb redis.UniversalClient, cfg GuardConfig) *
 	return &Guard{
 		rdb: autopipe.New(rdb), locker: locker, cfg: cfg, log: cfg.Logger,
 		rules: make(map[string]*rule), waiting: make(map[string]int),
+		recent: newRecent(cfg.Concurrency), parked: make(map[string]time.Time),
 	}
 }
 
@@ -169,6 +181,8 @@ func (g *Guard) Middleware(next asynq.Handler) asynq.Handler {
 		r, closed := g.rules[t.Type()], g.closed
 		if r != nil && !closed {
 			g.inflight.Add(1)
+		} else {
+			g.recent.add("") // another kind of work wants the slots
 		}
 		g.mu.Unlock()
 		switch {
@@ -190,6 +204,9 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 	if err != nil {
 		return fmt.Errorf("%s: bad payload: %w: %w", t.Type(), err, asynq.SkipRetry)
 	}
+	g.mu.Lock()
+	g.recent.add(resources[0].String())
+	g.mu.Unlock()
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	owner := Owner{TaskType: t.Type(), TaskID: id, Worker: thisWorker, Since: time.Now()}.String()
@@ -257,16 +274,21 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 	}
 	slot := resources[0].String()
 	slots := g.cfg.SlotsPerKey
-	if c := g.cfg.Concurrency; c > 0 && int(g.running.Load()) <= c/2 {
+	c := g.cfg.Concurrency
+	if c > 0 && int(g.running.Load()) <= c/2 {
 		slots = max(slots, c/4)
 	}
 	g.mu.Lock()
+	if c > 0 {
+		slots = max(slots, g.recent.counts[slot]*c/g.recent.filled)
+	}
 	if g.waiting[slot] >= slots {
 		g.mu.Unlock()
 		return nil, err
 	}
 	g.waiting[slot]++
-	refill := g.waiting[slot] < slots
+	at, parked := g.parked[slot]
+	refill := parked && g.waiting[slot] < slots && time.Since(at) < g.parkedTTL()
 	g.mu.Unlock()
 	g.cfg.Metrics.AddWaiters(ctx, 1, resources...)
 	defer func() {
@@ -295,9 +317,34 @@ func (g *Guard) wakeDetached(ctx context.Context, queue string, r lock.Resource)
 		defer g.inflight.Done()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		defer cancel()
-		g.wake(wctx, taskRef{}, []string{queue}, []lock.Resource{r}, false)
+		if len(g.wake(wctx, taskRef{}, []string{queue}, []lock.Resource{r}, false)) > 0 {
+			g.mu.Lock()
+			delete(g.parked, r.String())
+			g.mu.Unlock()
+		}
 	}()
 }
+
+// noteParked records that this process parked a task on r.
+func (g *Guard) noteParked(r lock.Resource) {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.parked) >= maxNotedParked {
+		for k, at := range g.parked {
+			if now.Sub(at) >= g.parkedTTL() {
+				delete(g.parked, k)
+			}
+		}
+	}
+	if len(g.parked) < maxNotedParked {
+		g.parked[r.String()] = now
+	}
+}
+
+// maxNotedParked bounds the keys noteParked remembers; past it, a key's
+// waiting slots fill only from releases.
+const maxNotedParked = 4096
 
 // releaseTimeout bounds a release and the wake-up that follows it.
 const releaseTimeout = 5 * time.Second
@@ -367,3 +414,30 @@ type PayloadError struct {
 }
 
 func (e *PayloadError) Error() string { return "field " + e.Field + ": " + e.Problem }
+
+// recent remembers the first resources of the last tasks to enter the
+// guard, "" for tasks it does not guard, and how often each occurs.
+type recent struct {
+	ring   []string
+	next   int
+	filled int // entries used so far, up to len(ring)
+	counts map[string]int
+}
+
+func newRecent(n int) recent {
+	return recent{ring: make([]string, max(n, 1)), counts: make(map[string]int)}
+}
+
+func (r *recent) add(key string) {
+	if old := r.ring[r.next]; old != "" {
+		if r.counts[old]--; r.counts[old] == 0 {
+			delete(r.counts, old)
+		}
+	}
+	r.ring[r.next] = key
+	r.filled = max(r.filled, r.next+1)
+	if key != "" {
+		r.counts[key]++
+	}
+	r.next = (r.next + 1) % len(r.ring)
+}

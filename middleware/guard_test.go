@@ -235,17 +235,62 @@ func TestGuard_ParkedTasksAreWokenByReleases(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
 			var o overlaps
+			var cold atomic.Int64
+			lists := &parkedLists{}
+			block := newBlocker()
+			w := startWorker(t, be, 8, func(_ context.Context, task *asynq.Task) error {
+				if strings.Contains(string(task.Payload()), "hot") {
+					block.first()
+					o.hold(2 * time.Millisecond)
+				} else {
+					time.Sleep(2 * time.Millisecond)
+					cold.Add(1)
+				}
+				return nil
+			}, func(ws *workerSetup) { ws.hook = lists })
+			// The first hot task holds the key until the others are
+			// parked. Three cold tasks for each hot one: the hot key's
+			// share of the worker gets it two waiting slots.
+			const n = 50
+			w.enqueue(t, "hot")
+			<-block.holding
+			for i := range n - 1 {
+				w.enqueue(t, "hot")
+				for j := range 3 {
+					w.enqueue(t, fmt.Sprint("cold-", i, "-", j))
+				}
+			}
+			waitFor(t, 30*time.Second, func() bool { return cold.Load() == 3*(n-1) }, "cold tasks stuck behind the hot key")
+			require.Positive(t, lists.n.Load(), "no task parked")
+			close(block.release)
+			// The safety net is an hour: only releases can bring parked tasks back.
+			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
+			require.Zero(t, o.seen.Load())
+		})
+	}
+}
+
+// A worker that sees nothing but one key's tasks has nothing else for its
+// slots to do: they wait in line, where the lease passes in-process,
+// instead of parking to dequeue yet another task of the key.
+func TestGuard_AKeyAloneWaitsInsteadOfParking(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			var o overlaps
+			lists := &parkedLists{}
 			w := startWorker(t, be, 8, func(context.Context, *asynq.Task) error {
 				o.hold(2 * time.Millisecond)
 				return nil
-			})
+			}, func(ws *workerSetup) { ws.hook = lists })
 			const n = 100
 			for range n {
 				w.enqueue(t, "hot")
 			}
-			// The safety net is an hour: only releases can bring parked tasks back.
-			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "parked tasks were not woken")
+			waitFor(t, 60*time.Second, func() bool { return o.done.Load() == n }, "not every task ran")
 			require.Zero(t, o.seen.Load())
+			require.Zero(t, lists.n.Load(), "a task of the only key in the worker parked")
 		})
 	}
 }
@@ -287,7 +332,11 @@ func TestGuard_UncontendedReleasesWakeNobody(t *testing.T) {
 			t.Parallel()
 			var done atomic.Int64
 			lists := &parkedLists{}
-			w := startWorker(t, be, 8, func(context.Context, *asynq.Task) error {
+			block := newBlocker()
+			w := startWorker(t, be, 8, func(_ context.Context, task *asynq.Task) error {
+				if strings.Contains(string(task.Payload()), "hot") {
+					block.first()
+				}
 				time.Sleep(2 * time.Millisecond)
 				done.Add(1)
 				return nil
@@ -299,12 +348,21 @@ func TestGuard_UncontendedReleasesWakeNobody(t *testing.T) {
 			waitFor(t, 30*time.Second, func() bool { return done.Load() == n }, "not every task ran")
 			require.Zero(t, lists.n.Load(), "a task on a free key parked or woke a parked list")
 
-			// A contended key still parks and wakes, and its tasks all run.
-			for range 20 {
+			// A contended key still parks and wakes, and its tasks all run:
+			// its first task holds it while the rest come, three tasks of
+			// other keys for each, which leaves it two waiting slots.
+			w.enqueue(t, "hot")
+			<-block.holding
+			for i := range 20 {
 				w.enqueue(t, "hot")
+				for j := range 3 {
+					w.enqueue(t, fmt.Sprint("other-", i, "-", j))
+				}
 			}
-			waitFor(t, 30*time.Second, func() bool { return done.Load() == n+20 }, "parked tasks were not woken")
-			require.Positive(t, lists.n.Load(), "20 tasks on one key at concurrency 8 never parked")
+			waitFor(t, 30*time.Second, func() bool { return done.Load() == n+60 }, "other keys' tasks stuck behind the hot key")
+			require.Positive(t, lists.n.Load(), "20 tasks on one key beside 60 others at concurrency 8 never parked")
+			close(block.release)
+			waitFor(t, 30*time.Second, func() bool { return done.Load() == n+81 }, "parked tasks were not woken")
 		})
 	}
 }
@@ -423,4 +481,21 @@ func TestGuard_RegisterRefusesUnsafeRules(t *testing.T) {
 	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: 500 * time.Millisecond}))
 	require.NoError(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: time.Minute}))
 	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: time.Minute}), "registered twice")
+}
+
+// blocker holds the first task that calls first until release is closed.
+type blocker struct {
+	once             sync.Once
+	holding, release chan struct{}
+}
+
+func newBlocker() *blocker {
+	return &blocker{holding: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (b *blocker) first() {
+	b.once.Do(func() {
+		close(b.holding)
+		<-b.release
+	})
 }

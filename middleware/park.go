@@ -235,6 +235,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 		return fmt.Errorf("%s; busy %d times over %s, giving up: %w", what, rounds, now.Sub(since).Round(time.Second), asynq.SkipRetry)
 	}
 	if verdict == 2 {
+		g.noteParked(busy.Resource)
 		if err := g.rdb.Run(ctx, parkedInScript, []string{parkedQueuesKey(busy.Resource)}, queue, ttl).Err(); err != nil {
 			// A release in another queue's worker may miss us; our own
 			// queue's workers still find the list.
