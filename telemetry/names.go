@@ -88,6 +88,9 @@ const (
 	AttrLockWait = attribute.Key("turnstile.lock.wait")
 	// AttrLockAttempts counts the scripts Acquire ran. Span only.
 	AttrLockAttempts = attribute.Key("turnstile.lock.attempts")
+	// AttrLockPassed is true on a lease passed in-process by the previous
+	// holder (lock.Options.Cohort), with no Redis round trip. Span only.
+	AttrLockPassed = attribute.Key("turnstile.lock.passed")
 	// AttrLockHolderTTL is the holder's remaining TTL in seconds when
 	// Acquire first found a resource held. Span event only.
 	AttrLockHolderTTL = attribute.Key("turnstile.lock.holder_ttl")

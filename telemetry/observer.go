@@ -69,7 +69,8 @@ func (o *lockObserver) Acquired(ctx context.Context, ev lock.AcquireEvent) {
 			AttrLockResources.StringSlice(resourceNames(ev.Resources)),
 			attrSeconds(AttrLockTTL, ev.TTL),
 			attrSeconds(AttrLockWait, ev.Wait),
-			AttrLockAttempts.Int(ev.Attempts))
+			AttrLockAttempts.Int(ev.Attempts),
+			AttrLockPassed.Bool(ev.Passed))
 		if len(ev.Fences) > 0 {
 			span.SetAttributes(AttrLockFences.Int64Slice(ev.Fences))
 		}

@@ -57,6 +57,19 @@ func TestLockObserver_Acquired(t *testing.T) {
 		Fences:    []int64{7, 9},
 	}
 
+	t.Run("APassedLeaseSaysSo", func(t *testing.T) {
+		t.Parallel()
+		b := oteltest.New(t)
+		ctx, parent := processCtx(t, b)
+		ev := acquired
+		ev.Passed, ev.Attempts = true, 0
+		LockObserver(b.TP, b.MP).Acquired(ctx, ev)
+		parent.End()
+		attrs := oteltest.Attrs(b.Span(t, SpanLockAcquire).Attributes)
+		require.True(t, attrs[AttrLockPassed].AsBool())
+		require.Zero(t, attrs[AttrLockAttempts].AsInt64())
+	})
+
 	t.Run("AcquiredIsChildSpanBackdated", func(t *testing.T) {
 		t.Parallel()
 		b := oteltest.New(t)
@@ -78,6 +91,7 @@ func TestLockObserver_Acquired(t *testing.T) {
 		require.Equal(t, OutcomeAcquired, attrs[AttrOutcome].AsString())
 		require.Equal(t, "order,ticket_type", attrs[AttrLockKind].AsString())
 		require.Equal(t, int64(3), attrs[AttrLockAttempts].AsInt64())
+		require.False(t, attrs[AttrLockPassed].AsBool())
 		require.InDelta(t, 10.0, attrs[AttrLockTTL].AsFloat64(), 1e-9)
 		require.InDelta(t, 0.25, attrs[AttrLockWait].AsFloat64(), 1e-9)
 
