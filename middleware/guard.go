@@ -111,8 +111,13 @@ type Guard struct {
 	// parked holds the first resources this process parked tasks on, and
 	// when it last did, until a wake-up finds none left or the parked
 	// list would have expired: only those have a list to refill from.
-	parked map[string]time.Time
-	closed bool
+	parked noted
+	// stalled holds the first resources whose waiters ran out of their
+	// budget in line, until one is served from the line again: a key held
+	// that long gets no more than its base waiting slots, lest its tasks
+	// sit in every slot for a whole budget before they park.
+	stalled noted
+	closed  bool
 
 	inflight sync.WaitGroup // guarded handlers and their wake-ups
 }
@@ -136,7 +141,7 @@ func NewGuard(locker *lock.Locker, rdb redis.UniversalClient, cfg GuardConfig) *
 	return &Guard{
 		rdb: autopipe.New(rdb), locker: locker, cfg: cfg, log: cfg.Logger,
 		rules: make(map[string]*rule), waiting: make(map[string]int),
-		recent: newRecent(cfg.Concurrency), parked: make(map[string]time.Time),
+		recent: newRecent(cfg.Concurrency), parked: make(noted), stalled: make(noted),
 	}
 }
 
@@ -279,7 +284,7 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 		slots = max(slots, c/4)
 	}
 	g.mu.Lock()
-	if c > 0 {
+	if _, stalled := g.stalled[slot]; c > 0 && !stalled {
 		slots = max(slots, g.recent.counts[slot]*c/g.recent.filled)
 	}
 	if g.waiting[slot] >= slots {
@@ -306,7 +311,17 @@ func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource,
 	if l, err = g.locker.With(opts); err != nil {
 		return nil, err
 	}
-	return l.Acquire(ctx, resources...)
+	lease, err = l.Acquire(ctx, resources...)
+	_, busy := errors.AsType[*lock.BusyError](err)
+	g.mu.Lock()
+	switch {
+	case busy:
+		g.stalled.add(slot, g.parkedTTL())
+	case err == nil:
+		delete(g.stalled, slot)
+	}
+	g.mu.Unlock()
+	return lease, err
 }
 
 // wakeDetached wakes the first task parked on r in queue from a goroutine
@@ -327,24 +342,33 @@ func (g *Guard) wakeDetached(ctx context.Context, queue string, r lock.Resource)
 
 // noteParked records that this process parked a task on r.
 func (g *Guard) noteParked(r lock.Resource) {
-	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.parked) >= maxNotedParked {
-		for k, at := range g.parked {
-			if now.Sub(at) >= g.parkedTTL() {
-				delete(g.parked, k)
+	g.parked.add(r.String(), g.parkedTTL())
+}
+
+// noted is a set of keys with when each was last noted, for Guard.parked
+// and Guard.stalled.
+type noted map[string]time.Time
+
+// maxNoted bounds a noted set: past it, entries older than their
+// lifetime are dropped, and a new key is not noted until there is room
+// (its slots then work as for a key never noted).
+const maxNoted = 4096
+
+func (n noted) add(key string, lifetime time.Duration) {
+	now := time.Now()
+	if len(n) >= maxNoted {
+		for k, at := range n {
+			if now.Sub(at) >= lifetime {
+				delete(n, k)
 			}
 		}
 	}
-	if len(g.parked) < maxNotedParked {
-		g.parked[r.String()] = now
+	if _, ok := n[key]; ok || len(n) < maxNoted {
+		n[key] = now
 	}
 }
-
-// maxNotedParked bounds the keys noteParked remembers; past it, a key's
-// waiting slots fill only from releases.
-const maxNotedParked = 4096
 
 // releaseTimeout bounds a release and the wake-up that follows it.
 const releaseTimeout = 5 * time.Second

@@ -483,6 +483,36 @@ func TestGuard_RegisterRefusesUnsafeRules(t *testing.T) {
 	require.Error(t, g.Register(middleware.Rule{Type: "x", Keys: keysOf, MaxRetry: 1, Timeout: time.Minute}), "registered twice")
 }
 
+// A key whose waiters run out of their budget in line is held too long to
+// be worth every slot: its later tasks park at once instead of each
+// sitting in a slot for a whole budget.
+func TestGuard_AStalledKeyParksInsteadOfWaiting(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			block := newBlocker()
+			w := startWorker(t, be, 8, func(context.Context, *asynq.Task) error {
+				block.first()
+				return nil
+			}, func(ws *workerSetup) { ws.rule.Wait = time.Second })
+			defer close(block.release)
+			w.enqueue(t, "hot")
+			<-block.holding
+			const n = 40
+			for range n {
+				w.enqueue(t, "hot")
+			}
+			// The first 7 wait a second and park; without the rule, each
+			// later batch of 7 would too: 6 s in all.
+			waitFor(t, 4*time.Second, func() bool {
+				q, err := w.inspect.GetQueueInfo("default")
+				return err == nil && q.Retry >= n-2
+			}, "the tasks of a stalled key kept waiting in line")
+		})
+	}
+}
+
 // blocker holds the first task that calls first until release is closed.
 type blocker struct {
 	once             sync.Once

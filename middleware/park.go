@@ -118,11 +118,15 @@ return redis.call('SMEMBERS', KEYS[1])
 
 // wakeScript moves the first parked task that waits in the retry set to
 // the head of the pending list, as asynq's own requeue does, so the next
-// worker to dequeue runs it. Entries of tasks that are gone are dropped,
-// and so is the entry of the releasing task, which may have run on its
-// own retry and left its ID behind. Tasks still active (they returned busy
-// an instant ago and asynq has not yet moved them to the retry set) keep
-// their places at the head, and the scan goes on past them, up to a bound.
+// worker to dequeue runs it. Entries of tasks that are gone are dropped
+// as the scan meets them, and so is the entry of the releasing task, which
+// may have run on its own retry and left its ID behind (still active, it
+// would otherwise keep its place); one further back is dropped when a
+// later wake-up meets it, by then no longer active. Nothing scans the whole
+// list, so a wake-up costs the same however many tasks are parked. Tasks
+// still active (they returned busy an instant ago and asynq has not yet
+// moved them to the retry set) keep their places at the head, and the scan
+// goes on past them, up to a bound.
 //
 //	KEYS[1] -> parked list  KEYS[2] -> retry set  KEYS[3] -> pending list
 //	ARGV[1] -> task key prefix  ARGV[2] -> releasing task's ID, or ""
@@ -130,15 +134,14 @@ return redis.call('SMEMBERS', KEYS[1])
 // Returns 1 when it woke a task, 0 when none was parked, and 2 when only
 // active tasks were: the caller tries again shortly.
 var wakeScript = redis.NewScript(`
-if ARGV[2] ~= '' then
-  redis.call('LREM', KEYS[1], 0, ARGV[2])
-end
 local active = {}
 local woke = 0
 while #active < 32 do
   local id = redis.call('LPOP', KEYS[1])
   if not id then break end
-  if redis.call('ZREM', KEYS[2], id) == 1 then
+  if id == ARGV[2] then
+    -- the releasing task's own stale entry: drop it
+  elseif redis.call('ZREM', KEYS[2], id) == 1 then
     redis.call('RPUSH', KEYS[3], id)
     redis.call('HSET', ARGV[1] .. id, 'state', 'pending')
     woke = 1
