@@ -76,7 +76,7 @@ func (l *Lease) startTimers(ctx context.Context, refresh bool, first time.Durati
 		var rctx context.Context
 		rctx, l.stop = context.WithCancel(ctx)
 		l.stopped = make(chan struct{})
-		go l.refresh(rctx, first)
+		go l.refresh(rctx, first, l.stopped)
 		return
 	}
 	l.mu.Lock()
@@ -194,7 +194,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	refreshing := l.stop != nil
-	l.stopTimers()
+	stopped := l.haltTimers()
 	var lead chan handover
 	if cs := l.shared.cohorts; cs != nil {
 		next, pass, marks, h := cs.next(l)
@@ -205,10 +205,16 @@ func (l *Lease) Release(ctx context.Context) error {
 			l.shared.observer.Released(ctx, ReleaseEvent{
 				Resources: l.resources, Fences: l.fences, Held: time.Since(l.acquired), Passed: true,
 			})
+			// The refresher, cancelled, returns by itself: its Extend of
+			// the same lock is harmless, and anything it finds ends a
+			// lease that has ended. The next holder need not wait for it.
 			next <- h
 			return nil
 		}
 		lead = next
+	}
+	if stopped != nil {
+		<-stopped
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
@@ -295,8 +301,8 @@ func (l *Lease) lockKeys() []string {
 // refresh extends the lease every third of its TTL. A Redis error is
 // retried until the lease's validity runs out; Done closes then, before
 // Redis can expire the lock.
-func (l *Lease) refresh(ctx context.Context, first time.Duration) {
-	defer close(l.stopped)
+func (l *Lease) refresh(ctx context.Context, first time.Duration, stopped chan<- struct{}) {
+	defer close(stopped)
 	interval := l.ttl / 3
 	next := time.NewTimer(first)
 	defer next.Stop()
@@ -355,18 +361,21 @@ func (l *Lease) expire(ctx context.Context, left time.Duration) {
 	}
 }
 
-// stopTimers stops what startTimers started. Called with releaseMu held.
-func (l *Lease) stopTimers() {
+// haltTimers stops what startTimers started and returns a channel closed
+// once the refresher, if any, has returned. Called with releaseMu held.
+func (l *Lease) haltTimers() <-chan struct{} {
 	l.mu.Lock()
 	if l.expiry != nil {
 		l.expiry.Stop()
 	}
 	l.mu.Unlock()
-	if l.stop != nil {
-		l.stop()
-		<-l.stopped
-		l.stop, l.stopped = nil, nil
+	if l.stop == nil {
+		return nil
 	}
+	l.stop()
+	stopped := l.stopped
+	l.stop, l.stopped = nil, nil
+	return stopped
 }
 
 // lose ends a lease that was not released, and tells the observer. The

@@ -96,7 +96,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.hold, "hold", time.Millisecond, "the handler's time in hot")
 	fs.DurationVar(&c.holdLong, "hold-long", 20*time.Millisecond, "the handler's time in hotlong")
 	fs.StringVar(&scenarios, "scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
-	fs.StringVar(&modes, "modes", strings.Join(modeNames[:], ","), "modes to run")
+	fs.StringVar(&modes, "modes", strings.Join(defaultModes, ","), "modes to run (mutex, a probe, only when named)")
 	fs.BoolVar(&c.json, "json", false, "print every figure as JSON on the last line")
 	fs.BoolVar(&c.commandStats, "commandstats", false, "print the Redis commands per task of the noop and work phases (INFO commandstats)")
 	fs.StringVar(&c.redisServer, "redis-server", "redis-server", "the redis-server binary")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +37,16 @@ const (
 	modeRedsync
 	// modeRedislock is the guard a team writes with bsm/redislock.
 	modeRedislock
+	// modeMutex is a probe, run only when named: a sync.Mutex per key in
+	// the worker process, the least any lock can cost one process, and
+	// so the floor of a hot key's figures. It is in no comparison.
+	modeMutex
 )
 
-var modeNames = [...]string{"bare", "guard", "chain", "redsync", "redislock"}
+var modeNames = [...]string{"bare", "guard", "chain", "redsync", "redislock", "mutex"}
+
+// defaultModes are the modes a run without -modes compares.
+var defaultModes = modeNames[:modeMutex]
 
 func (m mode) String() string { return modeNames[m] }
 
@@ -127,6 +135,32 @@ func redislockGuard(c *redislock.Client, ttl time.Duration) asynq.MiddlewareFunc
 	}
 }
 
+// mutexGuard holds a sync.Mutex per resource key around the handler.
+func mutexGuard() asynq.MiddlewareFunc {
+	var (
+		mu    sync.Mutex
+		locks = map[string]*sync.Mutex{}
+	)
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			key, err := resourceKey(t)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			l := locks[key]
+			if l == nil {
+				l = new(sync.Mutex)
+				locks[key] = l
+			}
+			mu.Unlock()
+			l.Lock()
+			defer l.Unlock()
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}
+
 // resourceKey is the key the peers lock: the string of the very resource
 // the guard locks.
 func resourceKey(t *asynq.Task) (string, error) {
@@ -185,6 +219,8 @@ func (b *bench) newServer(m mode, h asynq.Handler) (server, error) {
 		mux.Use(redsyncGuard(redsync.New(goredis.NewPool(b.rdb))))
 	case modeRedislock:
 		mux.Use(redislockGuard(redislock.New(b.rdb), worker.DefaultLockTTL))
+	case modeMutex:
+		mux.Use(mutexGuard())
 	default:
 	}
 	mux.Handle(taskType, h)
