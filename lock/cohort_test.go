@@ -262,8 +262,8 @@ func TestCohort(t *testing.T) {
 				l := lockers[i%2]
 				for range 25 {
 					budget := 5 * time.Second
-					if rand.N(4) == 0 {
-						budget = time.Duration(rand.N(3)+1) * time.Millisecond
+					if rand.N(4) == 0 { //nolint:gosec // G404: which callers give up needs no unpredictability
+						budget = time.Duration(rand.N(3)+1) * time.Millisecond //nolint:gosec // G404: as above
 					}
 					w, err := l.With(lock.Options{TTL: 2 * time.Second, Wait: budget, Cohort: 4})
 					if err != nil {
@@ -285,7 +285,7 @@ func TestCohort(t *testing.T) {
 					mu.Lock()
 					fences = append(fences, lease.Fence(key))
 					mu.Unlock()
-					time.Sleep(time.Duration(rand.N(300)) * time.Microsecond)
+					time.Sleep(time.Duration(rand.N(300)) * time.Microsecond) //nolint:gosec // G404: a hold time needs no unpredictability
 					inside.Add(-1)
 					if err := lease.Release(t.Context()); err != nil {
 						t.Error(err)
