@@ -124,6 +124,8 @@ func (a *acquisition) cohort(ctx context.Context) (*cohort, bool, error) {
 		return c, passed, err
 	case <-ctx.Done():
 		cause = context.Cause(ctx)
+	case <-a.l.shared.nodes[0].hub.closed:
+		cause = ErrClosed
 	case <-deadline.C:
 		cs.mu.Lock()
 		h := c.holder

@@ -213,6 +213,26 @@ func TestCohort(t *testing.T) {
 		require.NoError(t, lease.Release(t.Context()))
 	})
 
+	t.Run("CloseEndsTheWaitInLine", func(t *testing.T) {
+		t.Parallel()
+		key := lock.Key("cohort", "close")
+		rdb := srv.Client(t)
+		l, err := lock.New(rdb, lock.Config{Wait: time.Minute})
+		require.NoError(t, err)
+		lease, err := l.Acquire(t.Context(), key)
+		require.NoError(t, err)
+		waited := make(chan error, 1)
+		go func() {
+			_, err := l.Acquire(t.Context(), key)
+			waited <- err
+		}()
+		require.Eventually(t, func() bool { return lock.CohortWaiters(l, key) == 1 }, 10*time.Second, time.Millisecond)
+		require.NoError(t, l.Close())
+		require.ErrorIs(t, receive(t, waited), lock.ErrClosed)
+		require.NoError(t, lease.Release(t.Context()))
+		require.Zero(t, lock.Cohorts(l))
+	})
+
 	t.Run("PassesReportLocalWantedMarks", func(t *testing.T) {
 		t.Parallel()
 		key := lock.Key("cohort", "wanted")
