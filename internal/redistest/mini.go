@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
@@ -28,11 +29,17 @@ func MiniClient(tb testing.TB) (*miniredis.Miniredis, *redis.Client) {
 func newClient(tb testing.TB, addr string) *redis.Client {
 	tb.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	closeAtEnd(tb, addr, rdb)
+	return rdb
+}
+
+// closeAtEnd closes c, a client for what, when the test ends.
+func closeAtEnd(tb testing.TB, what string, c io.Closer) {
+	tb.Helper()
 	tb.Cleanup(func() {
 		// ErrClosed: the test may have closed the client itself.
-		if err := rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
-			tb.Errorf("redistest: close client for %s: %v", addr, err)
+		if err := c.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			tb.Errorf("redistest: close client for %s: %v", what, err)
 		}
 	})
-	return rdb
 }

@@ -36,9 +36,10 @@ const (
 	logTail = 2048
 )
 
-// Process is a redis-server started by [Server] for one test. It listens on
-// 127.0.0.1 on a port that stays the same across [Process.Stop] and
-// [Process.Start], keeps nothing on disk, and is killed when the test ends.
+// Process is a redis-server started by [Server] for one test, or a node of
+// a deployment started by [Cluster] or [Sentinel]. It listens on 127.0.0.1
+// on a port that stays the same across [Process.Stop] and [Process.Start],
+// keeps no data on disk, and is killed when the test ends.
 //
 // Its methods report failures with Fatalf on the test given to [Server],
 // so call them from the test's own goroutine. They are safe to call
@@ -48,6 +49,19 @@ type Process struct {
 	bin  string
 	dir  string
 	port int
+
+	// conf and args make a process other than a plain server; Server
+	// leaves them empty. conf is a config file passed before the options,
+	// which a sentinel needs because it rewrites its file. args are more
+	// options, after the ones every process gets.
+	conf string
+	args []string
+	// busPort is a cluster node's cluster bus port (cluster-port), 0 for
+	// any other process. A cluster node gets its own free bus port rather
+	// than Redis's default of port+10000, which may be taken or, for a port
+	// from the kernel's ephemeral range, above 65535. Set it to pickPort
+	// before start to have one picked.
+	busPort int
 
 	mu     sync.Mutex
 	child  *child // nil while stopped
@@ -63,9 +77,15 @@ type Process struct {
 // the test fails, because CI must never pass by skipping its real-Redis tests.
 func Server(tb testing.TB) *Process {
 	tb.Helper()
-	bin := lookPath(tb)
-	p := &Process{t: tb, bin: bin, dir: tb.TempDir()}
-	// Registered after TempDir, so it runs before the directory is removed.
+	return start(tb, &Process{t: tb, bin: lookPath(tb, "redis-server"), dir: tb.TempDir()})
+}
+
+// start starts p, which has its test, binary and directory set, on a free
+// port as Server does, and registers the cleanup that kills it. The
+// directory must come from TempDir before start is called, so that the
+// cleanup runs before the directory is removed.
+func start(tb testing.TB, p *Process) *Process {
+	tb.Helper()
 	tb.Cleanup(func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -81,18 +101,27 @@ func Server(tb testing.TB) *Process {
 	return p
 }
 
-// lookPath returns the path of redis-server, or ends the test when there is
-// none: Skip outside CI, Fatal in CI.
-func lookPath(tb testing.TB) string {
+// debianPackage names the Debian package that installs each binary the
+// package runs, for the skip message.
+var debianPackage = map[string]string{
+	"redis-server": "redis-server",
+	"redis-cli":    "redis-tools",
+}
+
+// lookPath returns the path of the named binary (redis-server or
+// redis-cli), or ends the test when there is none: Skip outside CI, Fatal
+// in CI.
+func lookPath(tb testing.TB, name string) string {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	bin, err := exec.LookPath(name)
 	if err == nil {
 		return bin
 	}
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		tb.Fatalf("redistest: redis-server is not on PATH and CI=true, so this test may not skip: %v", err)
+		tb.Fatalf("redistest: %s is not on PATH and CI=true, so this test may not skip: %v", name, err)
 	}
-	tb.Skipf("redistest: skipping: redis-server is not on PATH (%v); install it (Debian: apt-get install redis-server) to run this test", err)
+	tb.Skipf("redistest: skipping: %s is not on PATH (%v); install it (Debian: apt-get install %s) to run this test",
+		name, err, debianPackage[name])
 	return ""
 }
 
@@ -202,6 +231,11 @@ func (p *Process) startLocked(newPort bool) error {
 			if p.port, err = freePort(); err != nil {
 				return err
 			}
+			if p.busPort != 0 {
+				if p.busPort, err = freePortBut(p.port); err != nil {
+					return err
+				}
+			}
 		}
 		var c *child
 		if c, err = p.spawn(deadline); err == nil {
@@ -220,10 +254,14 @@ func (p *Process) startLocked(newPort bool) error {
 // spawn starts one redis-server on p.port and waits until it answers, it
 // exits, or the deadline passes.
 func (p *Process) spawn(deadline time.Time) (*child, error) {
-	logFile := filepath.Join(p.dir, "redis.log")
+	logFile := p.logPath()
+	var args []string
+	if p.conf != "" {
+		args = append(args, p.conf)
+	}
 	// No persistence and its own dir: nothing outlives the test, and nothing
 	// can collide with another server's files.
-	args := []string{
+	args = append(args,
 		"--port", strconv.Itoa(p.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -231,7 +269,11 @@ func (p *Process) spawn(deadline time.Time) (*child, error) {
 		"--dir", p.dir,
 		"--daemonize", "no",
 		"--logfile", logFile,
+	)
+	if p.busPort != 0 {
+		args = append(args, "--cluster-port", strconv.Itoa(p.busPort))
 	}
+	args = append(args, p.args...)
 	// Background: the process outlives any one call; Stop and the cleanup
 	// kill it.
 	cmd := exec.CommandContext(context.Background(), p.bin, args...) //nolint:gosec // G204: redis-server from PATH, args built above
@@ -324,6 +366,20 @@ func freePort() (int, error) {
 	return addr.Port, nil
 }
 
+// pickPort as a Process's busPort asks startLocked to pick a free one.
+const pickPort = -1
+
+// freePortBut returns a free 127.0.0.1 port other than taken, which the
+// kernel may hand out again once its listener is closed.
+func freePortBut(taken int) (int, error) {
+	for {
+		port, err := freePort()
+		if err != nil || port != taken {
+			return port, err
+		}
+	}
+}
+
 // probe sends PING and INFO server to addr over a raw connection and returns
 // the pid the server reports, so that a caller can tell its own server from
 // another one on the same port.
@@ -374,6 +430,9 @@ func probe(addr string) (int, error) {
 	}
 	return 0, errors.New("INFO server has no process_id")
 }
+
+// logPath is the file redis-server logs to.
+func (p *Process) logPath() string { return filepath.Join(p.dir, "redis.log") }
 
 // readTail returns the end of redis-server's log for a failure message.
 func readTail(path string) string {

@@ -150,7 +150,7 @@ func TestServer_MissingBinary(t *testing.T) {
 
 	t.Run("SkipsOutsideCI", func(t *testing.T) {
 		t.Parallel()
-		out, err := runChild(t, "")
+		out, err := runChild(t, "TestServer_MissingBinary", t.TempDir(), "")
 		require.NoError(t, err, out)
 		require.Contains(t, out, "--- SKIP: TestServer_MissingBinary")
 		require.Contains(t, out, "redis-server is not on PATH")
@@ -158,7 +158,7 @@ func TestServer_MissingBinary(t *testing.T) {
 
 	t.Run("FailsInCI", func(t *testing.T) {
 		t.Parallel()
-		out, err := runChild(t, "true")
+		out, err := runChild(t, "TestServer_MissingBinary", t.TempDir(), "true")
 		var exitErr *exec.ExitError
 		require.ErrorAs(t, err, &exitErr, out)
 		require.Contains(t, out, "--- FAIL: TestServer_MissingBinary")
@@ -166,14 +166,14 @@ func TestServer_MissingBinary(t *testing.T) {
 	})
 }
 
-// runChild runs this test binary's TestServer_MissingBinary with an empty
-// PATH and the given CI value, and returns its combined output.
-func runChild(t *testing.T, ci string) (string, error) {
+// runChild runs this test binary's test with the given PATH and CI value,
+// and returns its combined output.
+func runChild(t *testing.T, test, path, ci string) (string, error) {
 	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	env := []string{
-		"PATH=" + t.TempDir(),
+		"PATH=" + path,
 		"CI=" + ci,
 		missingBinaryEnv + "=1",
 		// Under -race the child would otherwise sleep 1 s before exiting.
@@ -186,7 +186,7 @@ func runChild(t *testing.T, ci string) (string, error) {
 		}
 	}
 	//nolint:gosec // G204: exe is this test binary, re-run with fixed arguments
-	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^TestServer_MissingBinary$", "-test.v")
+	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^"+test+"$", "-test.v")
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
