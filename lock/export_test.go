@@ -39,3 +39,10 @@ func Cohorts(l *Locker) int {
 	defer cs.mu.Unlock()
 	return len(cs.m)
 }
+
+// FenceRetention is how long a fence counter outlives its last bump, and
+// FenceRetentionMS the same as the scripts have it.
+const (
+	FenceRetention   = fenceRetention
+	FenceRetentionMS = fenceRetentionMS
+)

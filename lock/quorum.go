@@ -193,7 +193,9 @@ for i = 1, #KEYS / 2 do
 end
 for i = 1, #KEYS / 2 do
   local fk, f = KEYS[2*i], ARGV[i+1]
-  if (tonumber(redis.call('GET', fk)) or 0) < tonumber(f) then redis.call('SET', fk, f) end
+  if (tonumber(redis.call('GET', fk)) or 0) < tonumber(f) then
+    redis.call('SET', fk, f, 'PX', ` + fenceRetentionMS + `)
+  end
 end
 return 1
 `)

@@ -1,12 +1,24 @@
 package lock
 
-import "github.com/redis/go-redis/v9"
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fenceRetention is how long a fence counter outlives the last
+// acquisition of its resource; fenceRetentionMS is the same in
+// milliseconds, as the scripts take it (a test checks they agree).
+const (
+	fenceRetention   = 30 * 24 * time.Hour
+	fenceRetentionMS = "2592000000"
+)
 
 // The acquire and release scripts receive, per resource i, four keys that
 // share one hash tag:
 //
 //	KEYS[4i-3] -> lock key (value: the holder's token)
-//	KEYS[4i-2] -> fencing counter (persistent)
+//	KEYS[4i-2] -> fencing counter (expires fenceRetention after its last bump)
 //	KEYS[4i-1] -> FIFO of waiters (sorted set scored by arrival time in µs)
 //	KEYS[4i]   -> wanted mark (see Locker.Want)
 //
@@ -22,8 +34,15 @@ import "github.com/redis/go-redis/v9"
 // definition: the grant goes back to the caller instead, one hop shorter.
 //
 // The fence is max(INCRBY of the counter by fenceStride, server time in
-// µs), written back, on a counter that never expires: one small string per
-// resource ever locked. The stride leaves room for the fences of a
+// µs), written back, on a counter that expires fenceRetention after the
+// resource was last taken, so that resources locked once do not keep a
+// key forever. An expired counter restarts from the clock: every fence
+// handed out was at most its moment's clock plus a cohort's passes, or
+// the counter where it ran ahead of the clock, which it does only while
+// one resource is taken more than once per 64 µs, and by no more than
+// that excess; so the fence after an expiry exceeds them all unless the
+// counter had run more than fenceRetention ahead. A lease held, refreshed,
+// for longer than that outlives its counter: Holding then shows no fence. The stride leaves room for the fences of a
 // cohort's passes (cohort.go), which count up from the fence Redis gave.
 // After a restart or a failover that lost recent writes the counter comes
 // back missing or stale (a replica that never saw the last bumps), not
@@ -34,6 +53,7 @@ import "github.com/redis/go-redis/v9"
 // as the servers' clocks do not step back by more than the time a
 // failover takes. The price is a TIME and a SET in every bump.
 const prelude = `
+local retention = ` + fenceRetentionMS + `
 local now_us
 local function now()
   if not now_us then
@@ -47,7 +67,9 @@ local function bump(fk)
   local f = redis.call('INCRBY', fk, 64)
   if f < now() then
     f = now()
-    redis.call('SET', fk, string.format('%.0f', f))
+    redis.call('SET', fk, string.format('%.0f', f), 'PX', retention)
+  else
+    redis.call('PEXPIRE', fk, retention)
   end
   return f
 end
