@@ -86,7 +86,9 @@ local function handoff(lk, fk, qk, here)
       local f = bump(fk)
       redis.call('SET', lk, tok, 'PX', ttl)
       if ch == here then return tok, f end
-      if ARGV[2] == '0' or redis.call('PUBLISH', ch, tok .. '|' .. string.format('%.0f', f) .. '|' .. lk) > 0 then
+      -- Publish first: 'or' would skip it where receivers cannot count.
+      local heard = redis.call('PUBLISH', ch, tok .. '|' .. string.format('%.0f', f) .. '|' .. lk)
+      if ARGV[2] == '0' or heard > 0 then
         return tok
       end
       redis.call('DEL', lk)
