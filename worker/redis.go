@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -234,8 +235,17 @@ func parseCluster(p redisURLParts, hosts []string) (*redis.ClusterOptions, error
 	if o.TLSConfig != nil && o.TLSConfig.MinVersion == 0 {
 		o.TLSConfig.MinVersion = tls.VersionTLS12
 	}
+	o.ClusterStateReloadInterval = ClusterStateReload
 	return o, nil
 }
+
+// ClusterStateReload is how stale a Cluster client's slot map may get. A
+// master that dies answers no MOVED, so go-redis learns of its replica's
+// promotion only from this reload: at its default of 60 s, every command
+// for the dead master's slots failed for up to a minute after the
+// failover (TestLocker_OnRedisCluster). A reload is one CLUSTER SLOTS, and
+// only when commands are being sent.
+const ClusterStateReload = time.Second
 
 // parseRest parses the path and query of p (with host standing in for the
 // host list, which net/url cannot parse).

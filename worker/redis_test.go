@@ -170,6 +170,7 @@ func TestParseRedisURL_Cluster(t *testing.T) {
 			require.Equal(t, []string{"n1:7000", "n2:7001", "n3:6379"}, o.Addrs)
 			require.Nil(t, o.TLSConfig)
 			require.Empty(t, o.Password)
+			require.Equal(t, ClusterStateReload, o.ClusterStateReloadInterval)
 		}},
 		{"UserPassword", "redis-cluster://carol:pa%20ss@n1:7000,n2:7001/", func(t *testing.T, o *redis.ClusterOptions) {
 			t.Helper()
