@@ -29,3 +29,17 @@ func TestDemo_OnRedisCluster(t *testing.T) {
 		require.Positive(t, n, "master %s holds none of the demo's keys", m.Addr())
 	}
 }
+
+// The demo through Redis Sentinel, as a new user would point it there.
+func TestDemo_OnRedisSentinel(t *testing.T) {
+	t.Parallel()
+	sentinel := redistest.Sentinel(t)
+	url := "redis-sentinel://" + strings.Join(sentinel.SentinelAddrs(), ",") + "/" + sentinel.MasterName()
+	code, s := runDemoJSON(t, "-orders", "120", "-seed", "6", "-redis-url", url)
+	require.Equal(t, exitOK, code, "%+v", s.Violations)
+	require.True(t, s.OK, "%+v", s.Violations)
+	require.Positive(t, s.Locks.Contended, "the workload must contend")
+	n, err := sentinel.Master().Client(t).DBSize(t.Context()).Result()
+	require.NoError(t, err)
+	require.Positive(t, n, "the demo's keys are not on the master the sentinels name")
+}

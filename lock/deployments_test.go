@@ -135,3 +135,49 @@ func TestLocker_OnRedisCluster(t *testing.T) {
 		t.Logf("%d acquisitions, fences %d..%d", len(fences), fences[0], fences[len(fences)-1])
 	})
 }
+
+// Through Redis Sentinel, a hard kill of the master: the failover client
+// follows the promoted replica, and fences handed out before and after
+// only grow, though the replica may have missed the last bumps (issue 14).
+func TestLocker_OnRedisSentinelFencesGrowThroughAFailover(t *testing.T) {
+	t.Parallel()
+	sentinel := redistest.Sentinel(t)
+	rdb := sentinel.Client(t)
+	l, err := lock.New(rdb, lock.Config{TTL: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, l.Close()) })
+	r := lock.Key("sentinel", 1)
+	var fences []int64
+	take := func(ctx context.Context) error {
+		lease, err := l.Acquire(ctx, r)
+		if err != nil {
+			return err
+		}
+		fences = append(fences, lease.Fence(r))
+		return lease.Release(ctx)
+	}
+	for range 50 {
+		require.NoError(t, take(t.Context()))
+	}
+	killed := time.Now()
+	sentinel.KillMaster()
+	deadline := time.Now().Add(30 * time.Second)
+	var pause time.Duration
+	for ok := 0; ok < 50; {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		err := take(ctx)
+		cancel()
+		if err == nil {
+			if ok == 0 {
+				pause = time.Since(killed)
+			}
+			ok++
+			continue
+		}
+		require.True(t, time.Now().Before(deadline), "no acquisition after the failover: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.True(t, slices.IsSorted(fences), "fences went back: %v", fences)
+	require.Len(t, slices.Compact(slices.Clone(fences)), len(fences), "a fence was handed out twice")
+	t.Logf("first acquisition %s after the kill", pause.Round(time.Millisecond))
+}
