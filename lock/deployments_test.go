@@ -17,8 +17,9 @@ import (
 // The lock on a real 3-master Redis Cluster with a replica each (issue
 // 14): resources on different masters taken all or none, a waiter of
 // another process handed the lock, and fences that never repeat through a
-// hard kill of a master.
-func TestLocker_OnRedisCluster(t *testing.T) {
+// hard kill of a master. The subtests share the cluster and run in order:
+// the last one kills a master.
+func TestLocker_OnRedisCluster(t *testing.T) { //nolint:tparallel // see above
 	t.Parallel()
 	cluster := redistest.Cluster(t, 3, 1)
 	newLocker := func(t *testing.T, cfg lock.Config) *lock.Locker {

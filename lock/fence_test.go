@@ -17,7 +17,7 @@ import (
 // bump went: the clock ahead of the counter, or the counter ahead.
 func TestFence_CounterExpiresAfterRetention(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, strconv.FormatInt(lock.FenceRetention.Milliseconds(), 10), lock.FenceRetentionMS)
+	require.Equal(t, lock.FenceRetentionMS, strconv.FormatInt(lock.FenceRetention.Milliseconds(), 10))
 	rdb := redistest.Server(t).Client(t)
 	l, err := lock.New(rdb, lock.Config{})
 	require.NoError(t, err)
