@@ -49,6 +49,12 @@ type Config struct {
 	// Empty means an embedded in-memory Redis. It may hold a password: print
 	// the Config (String, LogValue) rather than this field.
 	RedisURL string
+	// LockURLs, when set, are three or more independent Redis masters
+	// (redis:// or rediss://) that hold the locks by majority
+	// (lock.NewQuorum, Redlock) while the jobs stay on RedisURL: a lock
+	// then survives the loss of a minority of them. They may hold
+	// passwords, as RedisURL may.
+	LockURLs []string
 	// Concurrency is how many jobs run at once. Defaults to twice the CPUs,
 	// because jobs mostly wait on Redis and payment gateways.
 	Concurrency int
@@ -174,6 +180,25 @@ func configVars() []configVar {
 				return err
 			},
 			format: func(c Config) string { return RedactRedisURL(c.RedisURL) },
+		},
+		{
+			ConfigVar: ConfigVar{
+				Env: "TURNSTILE_LOCK_URLS", Flag: "lock-urls", Default: "empty: locks on the jobs' Redis",
+				Usage: "three or more independent Redis masters for the locks, comma-separated redis:// URLs; " +
+					"a lock holds while a majority agrees (Redlock)",
+			},
+			redact: redactRedisURLs,
+			parse: func(c *Config, s string) error {
+				c.LockURLs = nil
+				for u := range strings.SplitSeq(s, ",") {
+					if u = strings.TrimSpace(u); u != "" {
+						c.LockURLs = append(c.LockURLs, u)
+					}
+				}
+				return nil
+			},
+			check:  checkLockURLs,
+			format: func(c Config) string { return redactRedisURLs(strings.Join(c.LockURLs, ",")) },
 		},
 		{
 			ConfigVar: ConfigVar{
@@ -513,4 +538,33 @@ func checkAddr(addr string) error {
 		return errors.New("want a port number from 0 to 65535")
 	}
 	return nil
+}
+
+// checkLockURLs accepts no lock URLs, or three or more single masters.
+func checkLockURLs(c Config) error {
+	switch n := len(c.LockURLs); {
+	case n == 0:
+		return nil
+	case n < 3:
+		return fmt.Errorf("%d lock masters: a majority needs at least 3", n)
+	}
+	for i, u := range c.LockURLs {
+		o, err := parseRedisURL(u)
+		if err != nil {
+			return fmt.Errorf("lock master %d: %w", i+1, err)
+		}
+		if o.Mode != RedisSingle {
+			return fmt.Errorf("lock master %d: want one server (redis:// or rediss://), not %s", i+1, o.Mode)
+		}
+	}
+	return nil
+}
+
+// redactRedisURLs redacts each of comma-separated Redis URLs.
+func redactRedisURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = RedactRedisURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
 }

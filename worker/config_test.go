@@ -78,6 +78,12 @@ var settings = []struct {
 		func(c Config) any { return c.RedisURL }, "redis://a:6379/1", "redis://b:6379/2",
 	},
 	{
+		"TURNSTILE_LOCK_URLS", "lock-urls", "redis://l1,redis://l2, redis://l3", "redis://m1,redis://m2,redis://m3,redis://m4",
+		func(c Config) any { return c.LockURLs },
+		[]string{"redis://l1", "redis://l2", "redis://l3"},
+		[]string{"redis://m1", "redis://m2", "redis://m3", "redis://m4"},
+	},
+	{
 		"TURNSTILE_CONCURRENCY", "concurrency", "7", "3",
 		func(c Config) any { return c.Concurrency }, 7, 3,
 	},
@@ -205,6 +211,8 @@ func TestLoadConfig_BadValues(t *testing.T) {
 	}{
 		{"TURNSTILE_REDIS_URL", "redis-url", "http://localhost:6379", `unknown scheme "http"`},
 		{"TURNSTILE_REDIS_URL", "redis-url", "redis://localhost/notadb", "invalid database number"},
+		{"TURNSTILE_LOCK_URLS", "lock-urls", "redis://l1,redis://l2", "a majority needs at least 3"},
+		{"TURNSTILE_LOCK_URLS", "lock-urls", "redis://l1,redis://l2,redis-sentinel://s1/m", "want one server"},
 		{"TURNSTILE_CONCURRENCY", "concurrency", "many", "want a whole number"},
 		{"TURNSTILE_CONCURRENCY", "concurrency", "0", "at least 1"},
 		{"TURNSTILE_CONCURRENCY", "concurrency", "-3", "at least 1"},

@@ -20,8 +20,9 @@ import (
 	"github.com/turnstilehq/turnstile/telemetry"
 )
 
-// Module provides, from a Config and a *slog.Logger in the graph: the one
-// Redis client (closed last), telemetry providers, the Worker (started
+// Module provides, from a Config and a *slog.Logger in the graph: the jobs'
+// Redis client (closed last), the lock masters' clients when
+// Config.LockURLs is set (LockRedis), telemetry providers, the Worker (started
 // and stopped with the app), an asynq Client and Inspector on the same
 // Redis, and a Producer of the served task types. Contribute task types
 // with ProvideTaskTypes. The telemetry's /metrics handler carries asynq's
@@ -30,6 +31,7 @@ import (
 var Module = fx.Module("worker",
 	fx.Provide(
 		provideRedis,
+		provideLockRedis,
 		provideTelemetry,
 		provideWorker,
 		func(rdb redis.UniversalClient) *asynq.Client { return asynq.NewClientFromRedisClient(rdb) },
@@ -96,6 +98,21 @@ func provideRedis(lc fx.Lifecycle, cfg Config, logger *slog.Logger) (redis.Unive
 	return rdb, nil
 }
 
+// LockRedis are the clients of Config.LockURLs, empty when the locks share
+// the jobs' Redis.
+type LockRedis []redis.UniversalClient
+
+func provideLockRedis(lc fx.Lifecycle, cfg Config, logger *slog.Logger) (LockRedis, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	clients, closeAll, err := OpenLockRedis(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(closeAll))
+	return clients, nil
+}
+
 func provideTelemetry(lc fx.Lifecycle, logger *slog.Logger) (*telemetry.Providers, error) {
 	p, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "turnstile-worker", Logger: logger})
 	if err != nil {
@@ -110,6 +127,7 @@ type workerIn struct {
 	Lifecycle fx.Lifecycle
 	Config    Config
 	Redis     redis.UniversalClient
+	LockRedis LockRedis
 	Telemetry *telemetry.Providers
 	Logger    *slog.Logger
 	TaskTypes []TaskType `group:"turnstile.task_types"`
@@ -119,7 +137,7 @@ type workerIn struct {
 
 func provideWorker(in workerIn) (*Worker, error) {
 	w, err := New(Params{
-		Config: in.Config, Redis: in.Redis, TaskTypes: in.TaskTypes,
+		Config: in.Config, Redis: in.Redis, LockRedis: in.LockRedis, TaskTypes: in.TaskTypes,
 		TracerProvider: in.Telemetry.TracerProvider(), MeterProvider: in.Telemetry.MeterProvider(),
 		Logger: in.Logger, LockObserver: in.LockObserver,
 	})

@@ -31,8 +31,13 @@ const DelayedTaskCheckInterval = 250 * time.Millisecond
 // Params are what a Worker is built from.
 type Params struct {
 	Config Config
-	// Redis is the one client asynq and the locks share.
-	Redis     redis.UniversalClient
+	// Redis is the client of asynq, and of the locks unless LockRedis is
+	// set.
+	Redis redis.UniversalClient
+	// LockRedis, when set, are three or more independent masters the
+	// locks live on by majority (lock.NewQuorum); see Config.LockURLs
+	// and OpenLockRedis.
+	LockRedis []redis.UniversalClient
 	TaskTypes []TaskType
 	// TracerProvider and MeterProvider default to the otel globals.
 	TracerProvider trace.TracerProvider
@@ -81,7 +86,13 @@ func New(p Params) (*Worker, error) {
 	if p.LockObserver != nil {
 		observer = lock.Observers(observer, p.LockObserver)
 	}
-	locker, err := lock.New(p.Redis, lock.Config{TTL: cfg.LockTTL, Observer: observer})
+	lockCfg := lock.Config{TTL: cfg.LockTTL, Observer: observer}
+	var locker *lock.Locker
+	if len(p.LockRedis) > 0 {
+		locker, err = lock.NewQuorum(p.LockRedis, lockCfg)
+	} else {
+		locker, err = lock.New(p.Redis, lockCfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
