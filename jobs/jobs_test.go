@@ -3,7 +3,9 @@ package jobs_test
 import (
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/jobs"
@@ -37,6 +39,30 @@ func TestReserve(t *testing.T) {
 	_, err = s.svc.Reserve(t.Context(), "o-4", []ledger.Item{{TicketType: "gold", Quantity: 0}})
 	require.ErrorContains(t, err, "items[0].quantity")
 	require.True(t, s.check(t).OK)
+}
+
+// A reservation whose revoke cannot be scheduled (Redis failing over, a
+// cut connection) reserves nothing: before, it committed the order first
+// and left it reserved with no revoke, its tickets held for good. And a
+// revoke whose reservation failed after scheduling it finds no order and
+// does nothing.
+func TestReserve_WithoutItsRevokeReservesNothing(t *testing.T) {
+	t.Parallel()
+	s := miniShop(t)
+	down := miniredis.RunT(t)
+	dead := redis.NewClient(&redis.Options{Addr: down.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = dead.Close() })
+	down.Close()
+	svc := *s.svc
+	svc.Client = asynq.NewClientFromRedisClient(dead)
+	_, reserveErr := svc.Reserve(t.Context(), "o-1", []ledger.Item{gold(3)})
+	_, err := s.svc.Store.Order(t.Context(), "o-1")
+	require.ErrorIs(t, err, ledger.ErrNotFound, "an order was reserved without its revoke")
+	require.ErrorContains(t, reserveErr, "schedule its revoke")
+	require.Equal(t, int64(10), s.goldLeft(t))
+	require.True(t, s.check(t).OK)
+
+	require.NoError(t, run(t, s, "o-never", s.svc.Revoke, jobs.RevokeArgs{OrderID: "o-never"}))
 }
 
 func TestConfirm(t *testing.T) {

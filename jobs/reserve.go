@@ -26,6 +26,13 @@ const MaxQuantity = 100
 // reserves the items for a new order, gives the order the next order
 // number, and schedules its revoke for when the payment window closes. It
 // returns ErrSoldOut, and reserves nothing, when an item is not available.
+//
+// The revoke is scheduled before the order is committed: a revoke that
+// cannot be scheduled fails the reservation, which then holds no tickets,
+// while one whose reservation fails afterwards finds no order and does
+// nothing. The other way round, an error between the two (a failover, a
+// cut connection) left an order reserved with no revoke, its tickets held
+// for good.
 func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.Item) (*ledger.Order, error) {
 	if err := checkItems(orderID, items); err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
@@ -52,9 +59,6 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		}
 		o.Amount += tt.Price * it.Quantity
 	}
-	if err := s.Store.Commit(ctx, fences, ledger.Change{Order: o, Available: avail}); err != nil {
-		return nil, fmt.Errorf("jobs: reserve: %w", err)
-	}
 	window := s.PaymentWindow
 	if window <= 0 {
 		window = DefaultPaymentWindow
@@ -64,7 +68,10 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		_, err = s.Client.EnqueueContext(ctx, task)
 	}
 	if err != nil {
-		return o, fmt.Errorf("jobs: reserve: order %s is reserved, but its revoke was not scheduled: %w", o.ID, err)
+		return nil, fmt.Errorf("jobs: reserve: order %s: schedule its revoke: %w", o.ID, err)
+	}
+	if err := s.Store.Commit(ctx, fences, ledger.Change{Order: o, Available: avail}); err != nil {
+		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	return o, nil
 }

@@ -65,7 +65,7 @@ func errArchive(format string, args ...any) error {
 func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, error) {
 	o, err := s.Store.Order(ctx, id, orderFence(ctx, id)...)
 	if errors.Is(err, ledger.ErrNotFound) {
-		return nil, errArchive("%s: order %s does not exist", kind, id)
+		return nil, fmt.Errorf("%s: order %s does not exist: %w: %w", kind, id, ledger.ErrNotFound, asynq.SkipRetry)
 	}
 	return o, err
 }
@@ -298,6 +298,11 @@ func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
 // as it is.
 func (s *Service) Revoke(ctx context.Context, a RevokeArgs) error {
 	o, err := s.load(ctx, KindRevoke, a.OrderID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		// Scheduled by a reservation that then failed (see Reserve).
+		s.log().InfoContext(ctx, "revoke: order was never reserved, nothing to do", slog.String("order_id", a.OrderID))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
