@@ -74,11 +74,13 @@ type GuardConfig struct {
 	// tasks then take no slot another task could use, and a hot key is
 	// served back to back instead of at the pace of asynq's idle polls.
 	// A key may also have waiting its share of the slots, as it is of the
-	// last Concurrency tasks to enter the worker: a
-	// worker that sees nothing but one key's tasks has nothing else for
-	// its slots to do, and a task waiting in line there is passed the
-	// lease in-process (lock.Options.Cohort), while a parked one costs
-	// four round trips and the dequeue of yet another task of that key.
+	// last Concurrency tasks to enter the worker: a worker that sees
+	// nothing but one key's tasks has nothing else for its slots to do,
+	// and a task waiting in line there is passed the lease in-process
+	// (lock.Options.Cohort), while a parked one costs four round trips
+	// and the dequeue of yet another task of that key. A key whose
+	// waiters ran out of their budget in line gets only the slots above
+	// until one is served from the line again.
 	Concurrency int
 	// SafetyNet caps the retry delay of a busy task, which otherwise is the
 	// holder's remaining TTL plus a second (see Guard.RetryDelay); it only
