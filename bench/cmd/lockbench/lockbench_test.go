@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
-	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -90,31 +88,9 @@ func TestCPUPeers(t *testing.T) {
 	}
 }
 
-// startRedis starts a redis-server for the test, or skips without one
-// (fails under CI=true, where a missing server is a broken setup).
-func startRedis(t *testing.T) *redisserver.Server {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found under CI=true: %v", err)
-		}
-		t.Skipf("redis-server not found: %v", err)
-	}
-	srv, err := redisserver.Start(t.Context(), "redis-server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return srv
-}
-
 func TestFloor(t *testing.T) {
 	t.Parallel()
-	srv := startRedis(t)
+	srv := redisserver.ForTest(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
 	f := floor{c: c, ttl: 10 * time.Second}
@@ -185,7 +161,7 @@ func TestFloor(t *testing.T) {
 // TestRun runs two short rounds end to end and reads the JSON line.
 func TestRun(t *testing.T) {
 	t.Parallel()
-	startRedis(t) // for the skip or failure only: run starts its own
+	redisserver.ForTest(t) // for the skip or failure only: run starts its own
 	var out bytes.Buffer
 	err := run(t.Context(), []string{
 		"-libs", "turnstile,floor,baseline", "-rounds", "2",

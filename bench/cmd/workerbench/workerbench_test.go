@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -56,21 +54,7 @@ func TestCheckSale(t *testing.T) {
 // the exactness check must be able to see.
 func TestFlash_Redis(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server: %v", err)
-		}
-		t.Skipf("redis-server: %v", err)
-	}
-	srv, err := redisserver.Start(t.Context(), "redis-server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv := redisserver.ForTest(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
 	t.Cleanup(func() { _ = rdb.Close() })
 	b := &bench{cfg: config{concurrency: 32, redisServer: "redis-server"}, srv: srv, rdb: rdb, fig: figures{}}
