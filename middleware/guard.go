@@ -265,9 +265,10 @@ func (g *Guard) process(ctx context.Context, r *rule, t *asynq.Task, next asynq.
 // acquire takes free resources at once. When they are busy it takes one
 // of the first resource's waiting slots, if one is free, and waits up to
 // the rule's budget for the release; otherwise the task parks, so that a
-// hot key never ties up more than a few worker slots. Taking a slot with
-// more free behind it wakes one more parked task, so the slots fill up
-// from the parked list without waiting for releases.
+// hot key never ties up more than its share of the worker's slots. Taking
+// a slot with more free behind it, on a key this process parked tasks on,
+// wakes one more parked task, so the slots fill up from the parked list
+// without waiting for releases.
 func (g *Guard) acquire(ctx context.Context, r *rule, resources []lock.Resource, owner, queue string) (*lock.Lease, error) {
 	opts := r.opts
 	opts.Owner = owner
