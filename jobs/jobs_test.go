@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
@@ -63,6 +64,44 @@ func TestReserve_WithoutItsRevokeReservesNothing(t *testing.T) {
 	require.True(t, s.check(t).OK)
 
 	require.NoError(t, run(t, s, "o-never", s.svc.Revoke, jobs.RevokeArgs{OrderID: "o-never"}))
+}
+
+// A checkout retried after an error it could not read (a reply lost to a
+// failover, a cut connection) reserves once: before, the retry failed on
+// its own revoke's task ID, or, with the revoke gone, reserved the tickets
+// a second time under the same order.
+func TestReserve_RetriedReservesOnce(t *testing.T) {
+	t.Parallel()
+	s := miniShop(t)
+	first := s.reserve(t, "o-1", gold(3))
+	again, err := s.svc.Reserve(t.Context(), "o-1", []ledger.Item{gold(3)})
+	require.NoError(t, err, "a retried reservation")
+	require.Equal(t, first.Number, again.Number)
+	require.Equal(t, int64(7), s.goldLeft(t), "the retry reserved the tickets again")
+
+	_, err = s.svc.Reserve(t.Context(), "o-1", []ledger.Item{gold(2)})
+	require.ErrorIs(t, err, jobs.ErrOrderExists, "another reservation under a taken ID")
+	require.Equal(t, int64(3), s.order(t, "o-1").Quantity("gold"))
+	require.Equal(t, int64(7), s.goldLeft(t))
+
+	// The revoke went with the first try; a retry whose revoke is gone
+	// still reserves nothing twice.
+	n, err := s.inspect.DeleteAllScheduledTasks("default")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = s.svc.Reserve(t.Context(), "o-1", []ledger.Item{gold(3)})
+	require.NoError(t, err)
+	require.Equal(t, int64(7), s.goldLeft(t))
+
+	// A first try that scheduled its revoke and failed before its commit.
+	revoke, err := jobs.NewTask(t.Context(), jobs.RevokeArgs{OrderID: "o-2"}, asynq.ProcessIn(time.Hour))
+	require.NoError(t, err)
+	_, err = s.svc.Client.EnqueueContext(t.Context(), revoke)
+	require.NoError(t, err)
+	_, err = s.svc.Reserve(t.Context(), "o-2", []ledger.Item{gold(1)})
+	require.NoError(t, err, "the retry after a failed commit")
+	require.Equal(t, int64(6), s.goldLeft(t))
+	require.True(t, s.check(t).OK)
 }
 
 func TestConfirm(t *testing.T) {

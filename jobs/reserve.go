@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -12,9 +13,14 @@ import (
 	"github.com/turnstilehq/turnstile/middleware"
 )
 
-// ErrSoldOut reports a reservation that asks for more tickets than are
-// left.
-var ErrSoldOut = errors.New("jobs: sold out")
+var (
+	// ErrSoldOut reports a reservation that asks for more tickets than are
+	// left.
+	ErrSoldOut = errors.New("jobs: sold out")
+	// ErrOrderExists reports a reservation under an order ID that already
+	// names an order with other items.
+	ErrOrderExists = errors.New("jobs: order exists")
+)
 
 // DefaultPaymentWindow is how long a reservation waits for its payment.
 const DefaultPaymentWindow = 15 * time.Minute
@@ -33,6 +39,11 @@ const MaxQuantity = 100
 // nothing. The other way round, an error between the two (a failover, a
 // cut connection) left an order reserved with no revoke, its tickets held
 // for good.
+//
+// A reservation is safe to retry with the same order ID after any error:
+// under the order's lock, an order that exists already is returned as it
+// is when it holds the same items, and refused with ErrOrderExists when
+// not, so a retry whose first try committed reserves nothing twice.
 func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.Item) (*ledger.Order, error) {
 	if err := checkItems(orderID, items); err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
@@ -44,6 +55,14 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	defer s.release(ctx, lease)
+	switch had, err := s.Store.Order(ctx, orderID, orderFences(orderID, fences)...); {
+	case err == nil && slices.Equal(had.Items, items):
+		return had, nil
+	case err == nil:
+		return nil, fmt.Errorf("jobs: reserve: order %s: %w", orderID, ErrOrderExists)
+	case !errors.Is(err, ledger.ErrNotFound):
+		return nil, fmt.Errorf("jobs: reserve: %w", err)
+	}
 	for _, it := range items {
 		tt, _, err := s.Store.TicketType(ctx, it.TicketType)
 		if err != nil {
@@ -66,6 +85,9 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 	task, err := NewTask(ctx, RevokeArgs{OrderID: o.ID}, asynq.ProcessIn(window))
 	if err == nil {
 		_, err = s.Client.EnqueueContext(ctx, task)
+	}
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		err = nil // scheduled by an earlier try of this reservation
 	}
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: order %s: schedule its revoke: %w", o.ID, err)

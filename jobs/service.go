@@ -75,13 +75,18 @@ func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, err
 // locks) and moves the order's tickets by sign (+1 back to inventory, -1
 // out of it). It returns the lease to release, the fences of both locks,
 // and the new availability. Locks are always taken order first, then
-// inventory, so jobs cannot deadlock.
+// inventory, so jobs cannot deadlock. Outside a guarded job (a checkout)
+// the lease takes the order lock too, all or none with the inventory.
 func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*lock.Lease, []ledger.Fence, map[string]int64, error) {
 	fences := orderFence(ctx, o.ID)
 	var lease *lock.Lease
 	if !s.NoLock && s.Locker != nil {
+		keys := inventoryKeys(o)
+		if middleware.Lease(ctx) == nil {
+			keys = append(keys, orderKey(o.ID))
+		}
 		var err error
-		if lease, err = s.Locker.Acquire(ctx, inventoryKeys(o)...); err != nil {
+		if lease, err = s.Locker.Acquire(ctx, keys...); err != nil {
 			return nil, nil, nil, fmt.Errorf("inventory of order %s: %w", o.ID, err)
 		}
 		for _, r := range lease.Resources() {
@@ -118,6 +123,17 @@ func inventoryFence(lease *lock.Lease, ticketType string) []ledger.Fence {
 	}
 	r := inventoryKey(ticketType)
 	return []ledger.Fence{{Resource: r.String(), Token: lease.Fence(r)}}
+}
+
+// orderFences is the order lock's fence among fences, if any.
+func orderFences(orderID string, fences []ledger.Fence) []ledger.Fence {
+	name := orderKey(orderID).String()
+	for _, f := range fences {
+		if f.Resource == name {
+			return []ledger.Fence{f}
+		}
+	}
+	return nil
 }
 
 // orderFence is the order lock's fence from the guard's lease, if any.
