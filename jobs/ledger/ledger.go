@@ -12,6 +12,12 @@
 // the lock around the read, the gateway call and the write that keeps the
 // ledger consistent, and running the jobs without it shows what breaks.
 //
+// Ticket types belong to events, and an order to the event of its ticket
+// types. The keys of one event share a Redis Cluster hash tag, so each
+// Commit, which touches one order and its ticket types, runs in one slot,
+// while events spread over the cluster's masters. The Store finds an
+// order's event by its ID, and a ticket type's by its ID, itself.
+//
 //	store := ledger.New(rdb, "")
 //	o, err := store.Order(ctx, orderID, fences...) // a fenced read
 //	o.State = ledger.StatePaid
@@ -20,6 +26,8 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -38,7 +46,12 @@ const (
 
 // A TicketType is a kind of ticket with a fixed capacity.
 type TicketType struct {
-	ID       string `json:"id"`
+	ID string `json:"id"`
+	// Event is what the tickets are for: a concert, a match. Its keys
+	// share a Redis Cluster slot, so its orders commit in one script,
+	// while other events' keys spread (see Store). Empty is the default
+	// event. See CheckEvent for what it may contain.
+	Event    string `json:"event"`
 	Name     string `json:"name"`
 	Capacity int64  `json:"capacity"`
 	Price    int64  `json:"price"` // minor units
@@ -53,8 +66,11 @@ type Item struct {
 
 // An Order reserves items and, once paid, holds them.
 type Order struct {
-	ID       string `json:"id"`
-	Number   string `json:"number"` // "TS-000042", given by the first Commit
+	ID string `json:"id"`
+	// Event is the event of every ticket type in Items: an order is of
+	// one event, so that it commits in one Redis Cluster slot.
+	Event    string `json:"event,omitempty"`
+	Number   string `json:"number"` // "TS-000042", or "TS-<event>-000042", given by the first Commit
 	Items    []Item `json:"items"`
 	Amount   int64  `json:"amount"` // minor units
 	Currency string `json:"currency"`
@@ -107,7 +123,24 @@ var (
 	ErrStaleFence = errors.New("ledger: stale fencing token")
 	// ErrNotFound reports an order or ticket type the store does not have.
 	ErrNotFound = errors.New("ledger: not found")
+	// ErrOtherEvent reports a change that spans events, or a new order
+	// whose ID an order of another event has taken.
+	ErrOtherEvent = errors.New("ledger: of another event")
 )
+
+// eventPattern is what an event may be: it sits in Redis keys and, as it
+// is, in order numbers inside the order's JSON.
+var eventPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}[A-Za-z0-9]$|^[A-Za-z0-9]$`)
+
+// CheckEvent returns an error unless event is empty (the default event)
+// or 1-64 letters, digits, '.', '_' or '-' that start and end with a
+// letter or digit.
+func CheckEvent(event string) error {
+	if event == "" || eventPattern.MatchString(event) {
+		return nil
+	}
+	return fmt.Errorf("event %q: want 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", event)
+}
 
 // Quantity returns how many tickets of a type the order holds.
 func (o *Order) Quantity(ticketType string) int64 {

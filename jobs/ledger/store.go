@@ -13,23 +13,34 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultPrefix starts every key the Store writes. All of them share the
-// hash tag {ledger}, so one Commit can touch any of them on Redis Cluster
-// (at the price of keeping the ledger in one slot).
+// DefaultPrefix starts every key the Store writes. The keys of one event
+// share a hash tag, so one Commit can touch any of them on Redis Cluster,
+// and different events spread over the cluster (see events.go).
 const DefaultPrefix = "turnstile:ledger:"
+
+// Cache sizes: ticket types are few; orders are many, and an evicted one
+// costs one GET.
+const (
+	typeCacheSize  = 1 << 12
+	orderCacheSize = 1 << 16
+)
 
 // Store is the ledger in Redis. It is safe for concurrent use.
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
+	// typeEvents and orderEvents cache the directory and the order index,
+	// which never change once written.
+	typeEvents, orderEvents *eventCache
 }
 
 // New returns a Store in rdb under prefix (DefaultPrefix if empty).
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: cmp.Or(prefix, DefaultPrefix) + "{ledger}:"}
+	return &Store{
+		rdb: rdb, prefix: cmp.Or(prefix, DefaultPrefix),
+		typeEvents: newEventCache(typeCacheSize), orderEvents: newEventCache(orderCacheSize),
+	}
 }
-
-func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(parts, ":") }
 
 // commitScript checks every fence, then writes the change.
 //
@@ -40,11 +51,11 @@ func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(par
 //	ARGV[1] -> nf  ARGV[2] -> na  ARGV[3 .. 2+nf] -> tokens
 //	ARGV[3+nf .. 2+nf+na] -> available counts
 //	ARGV[3+nf+na] -> the order as JSON, or ''  ARGV[4+nf+na] -> its ID
-//	ARGV[5+nf+na ..] -> outbox pairs: id, JSON
+//	ARGV[5+nf+na] -> the event's number prefix  ARGV[6+nf+na ..] -> outbox pairs: id, JSON
 //
-// A fence key holds the highest token the store has seen for its resource,
-// in a fenced read or a commit. An order whose JSON has an empty number
-// gets the next one. Returns that number (empty when the order had one
+// All keys are of one event. A fence key holds the highest token the store
+// has seen for its resource, in a fenced read or a commit. An order whose
+// JSON has an empty number gets the event's next one. Returns that number (empty when the order had one
 // or there is none), or an error reply "STALE <i>" naming the first stale
 // fence.
 var commitScript = redis.NewScript(`
@@ -66,13 +77,13 @@ local number = ''
 local order, id = ARGV[3 + nf + na], ARGV[4 + nf + na]
 if order ~= '' then
   if string.find(order, '"number":""', 1, true) then
-    number = string.format('TS-%06d', redis.call('INCR', KEYS[1]))
+    number = ARGV[5 + nf + na] .. string.format('%06d', redis.call('INCR', KEYS[1]))
     order = string.gsub(order, '"number":""', '"number":"' .. number .. '"', 1)
   end
   redis.call('SET', KEYS[5], order)
   redis.call('SADD', KEYS[2], id)
 end
-for i = 5 + nf + na, #ARGV, 2 do
+for i = 6 + nf + na, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('SADD', KEYS[4], ARGV[i])
   end
@@ -84,37 +95,59 @@ return number
 // seen for its resource, in a fenced read or a commit, and records each as
 // the new highest. It returns an error wrapping ErrStaleFence, which names
 // the resource, and writes nothing, when one is not. The order, if any, is
-// given its number.
+// given its event's next number: "TS-000042" in the default event,
+// "TS-<event>-000042" in another, so numbers are unique across events.
+//
+// Everything a change touches must be of one event: the order's (Order.Event)
+// and that of each ticket type in Available; a change that spans events is
+// refused with an error wrapping ErrOtherEvent. So is a new order (one
+// without a Number) whose ID another event's order has taken: the jobs find
+// an order's event by its ID alone.
 //
 // Commit checks the fences and nothing else: the writer's lock makes its
 // read, the work in between and this write exclusive, and the fences make
 // a writer whose lock was taken over harmless, provided the writer read
 // what it changes with the same fences (see Order).
 func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
-	orderKey, orderID, orderJSON := s.key("seq"), "", ""
+	ev, err := s.changeEvent(ctx, ch)
+	if err != nil {
+		return err
+	}
+	if err := CheckEvent(ev); err != nil {
+		return fmt.Errorf("ledger: commit: %w", err)
+	}
+	orderKey, orderID, orderJSON := s.key(ev, "seq"), "", ""
 	if ch.Order != nil {
 		b, err := json.Marshal(ch.Order)
 		if err != nil {
 			return fmt.Errorf("ledger: commit: %w", err)
 		}
-		orderKey, orderID, orderJSON = s.key("order", ch.Order.ID), ch.Order.ID, string(b)
+		orderKey, orderID, orderJSON = s.key(ev, "order", ch.Order.ID), ch.Order.ID, string(b)
+		if ch.Order.Number == "" {
+			// Before the commit, so that a committed order is always
+			// found; an index entry whose commit failed names an event
+			// where the order is not, which reads as not found.
+			if err := s.indexOrder(ctx, ch.Order); err != nil {
+				return err
+			}
+		}
 	}
-	keys := []string{s.key("seq"), s.key("orders"), s.key("outbox"), s.key("pending", orderID), orderKey}
+	keys := []string{s.key(ev, "seq"), s.key(ev, "orders"), s.key(ev, "outbox"), s.key(ev, "pending", orderID), orderKey}
 	args := []any{len(fences), len(ch.Available)}
 	for _, f := range fences {
-		keys = append(keys, s.key("fence", f.Resource))
+		keys = append(keys, s.key(ev, "fence", f.Resource))
 	}
 	for _, f := range fences {
 		args = append(args, f.Token)
 	}
 	types := slices.Sorted(mapsKeys(ch.Available))
 	for _, tt := range types {
-		keys = append(keys, s.key("tt", tt))
+		keys = append(keys, s.key(ev, "tt", tt))
 	}
 	for _, tt := range types {
 		args = append(args, ch.Available[tt])
 	}
-	args = append(args, orderJSON, orderID)
+	args = append(args, orderJSON, orderID, numberPrefix(ev))
 	for _, n := range ch.Outbox {
 		b, err := json.Marshal(n)
 		if err != nil {
@@ -195,12 +228,22 @@ var readTicketTypeScript = redis.NewScript(fenceLua + `
 return redis.call('HMGET', KEYS[#ARGV + 1], 'type', 'available')
 `)
 
-// fencedRead runs a read script on key after fences.
-func (s *Store) fencedRead(ctx context.Context, script *redis.Script, fences []Fence, key string) *redis.Cmd {
+// numberPrefix starts the order numbers of an event. An event has no '-'
+// at its end and a number none at all, so the last '-' of a number splits
+// them and two events never give the same number.
+func numberPrefix(event string) string {
+	if event == "" {
+		return "TS-"
+	}
+	return "TS-" + event + "-"
+}
+
+// fencedRead runs a read script on key, in event's slot, after fences.
+func (s *Store) fencedRead(ctx context.Context, script *redis.Script, event string, fences []Fence, key string) *redis.Cmd {
 	keys := make([]string, 0, len(fences)+1)
 	args := make([]any, 0, len(fences))
 	for _, f := range fences {
-		keys = append(keys, s.key("fence", f.Resource))
+		keys = append(keys, s.key(event, "fence", f.Resource))
 		args = append(args, f.Token)
 	}
 	return script.Run(ctx, s.rdb, append(keys, key), args...)
@@ -216,17 +259,29 @@ func mapsKeys(m map[string]int64) func(func(string) bool) {
 	}
 }
 
-// AddTicketType creates a ticket type with all its capacity available. A
-// type that exists is left as it is.
+// AddTicketType creates a ticket type with all its capacity available, in
+// its event. A type that exists is left as it is, in the event it has.
 func (s *Store) AddTicketType(ctx context.Context, tt TicketType) error {
+	if err := CheckEvent(tt.Event); err != nil {
+		return fmt.Errorf("ledger: add ticket type %s: %w", tt.ID, err)
+	}
 	b, err := json.Marshal(tt)
 	if err != nil {
 		return fmt.Errorf("ledger: add ticket type: %w", err)
 	}
+	// The directory first: a type it names but whose keys a crash kept
+	// from being written reads as not found until a retry writes them.
+	if err := s.rdb.HSetNX(ctx, s.typesKey(), tt.ID, tt.Event).Err(); err != nil {
+		return fmt.Errorf("ledger: add ticket type %s: %w", tt.ID, err)
+	}
+	ev, err := s.typeEvent(ctx, tt.ID)
+	if err != nil {
+		return err
+	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSetNX(ctx, s.key("tt", tt.ID), "type", b)
-		p.HSetNX(ctx, s.key("tt", tt.ID), "available", tt.Capacity)
-		p.SAdd(ctx, s.key("tts"), tt.ID)
+		p.HSetNX(ctx, s.key(ev, "tt", tt.ID), "type", b)
+		p.HSetNX(ctx, s.key(ev, "tt", tt.ID), "available", tt.Capacity)
+		p.SAdd(ctx, s.key(ev, "tts"), tt.ID)
 		return nil
 	})
 	if err != nil {
@@ -239,12 +294,15 @@ func (s *Store) AddTicketType(ctx context.Context, tt TicketType) error {
 // fences it is a fenced read, as Order describes: give it the fence of the
 // inventory lock under which the count will be changed.
 func (s *Store) TicketType(ctx context.Context, id string, fences ...Fence) (TicketType, int64, error) {
+	ev, err := s.typeEvent(ctx, id)
+	if err != nil {
+		return TicketType{}, 0, err
+	}
 	var v []any
-	var err error
 	if len(fences) == 0 {
-		v, err = s.rdb.HMGet(ctx, s.key("tt", id), "type", "available").Result()
+		v, err = s.rdb.HMGet(ctx, s.key(ev, "tt", id), "type", "available").Result()
 	} else {
-		v, err = s.fencedRead(ctx, readTicketTypeScript, fences, s.key("tt", id)).Slice()
+		v, err = s.fencedRead(ctx, readTicketTypeScript, ev, fences, s.key(ev, "tt", id)).Slice()
 		if f, ok := staleFence(err, fences); ok {
 			return TicketType{}, 0, errStale("ticket type "+id, f)
 		}
@@ -271,11 +329,24 @@ func (s *Store) TicketType(ctx context.Context, id string, fences ...Fence) (Tic
 	return tt, n, nil
 }
 
-// TicketTypes returns the IDs of every ticket type, sorted.
+// TicketTypes returns the IDs of every ticket type, of every event, sorted.
 func (s *Store) TicketTypes(ctx context.Context) ([]string, error) {
-	ids, err := s.rdb.SMembers(ctx, s.key("tts")).Result()
+	return s.members(ctx, "tts", "ticket types")
+}
+
+// members returns the sorted union of an ID set kept per event.
+func (s *Store) members(ctx context.Context, set, what string) ([]string, error) {
+	events, err := s.events(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: ticket types: %w", err)
+		return nil, err
+	}
+	var ids []string
+	for _, ev := range events {
+		part, err := s.rdb.SMembers(ctx, s.key(ev, set)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %s of event %q: %w", what, ev, err)
+		}
+		ids = append(ids, part...)
 	}
 	slices.Sort(ids)
 	return ids, nil
@@ -293,14 +364,20 @@ func (s *Store) TicketTypes(ctx context.Context) ([]string, error) {
 // silently overwritten by this one's, computed from a value that no
 // longer stands (a lost update). A read without fences is for observers
 // (Check, dashboards) that write nothing.
+//
+// Order finds the order's event by its ID, in an index that Commit wrote
+// before the order's first commit (one GET, cached by the Store).
 func (s *Store) Order(ctx context.Context, id string, fences ...Fence) (*Order, error) {
+	ev, err := s.orderEvent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	var b []byte
-	var err error
 	if len(fences) == 0 {
-		b, err = s.rdb.Get(ctx, s.key("order", id)).Bytes()
+		b, err = s.rdb.Get(ctx, s.key(ev, "order", id)).Bytes()
 	} else {
 		var text string
-		text, err = s.fencedRead(ctx, readOrderScript, fences, s.key("order", id)).Text()
+		text, err = s.fencedRead(ctx, readOrderScript, ev, fences, s.key(ev, "order", id)).Text()
 		if f, ok := staleFence(err, fences); ok {
 			return nil, errStale("order "+id, f)
 		}
@@ -319,14 +396,9 @@ func (s *Store) Order(ctx context.Context, id string, fences ...Fence) (*Order, 
 	return &o, nil
 }
 
-// Orders returns the IDs of every order, sorted.
+// Orders returns the IDs of every order, of every event, sorted.
 func (s *Store) Orders(ctx context.Context) ([]string, error) {
-	ids, err := s.rdb.SMembers(ctx, s.key("orders")).Result()
-	if err != nil {
-		return nil, fmt.Errorf("ledger: orders: %w", err)
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return s.members(ctx, "orders", "orders")
 }
 
 // deliverScript sends each pending notification of an order once: the
@@ -353,40 +425,58 @@ return sent
 // however often it is called, and returns how many it sent. Jobs call it
 // after their locks are released.
 func (s *Store) Deliver(ctx context.Context, orderID string) (int, error) {
+	ev, err := s.orderEvent(ctx, orderID)
+	if err != nil {
+		return 0, err
+	}
 	n, err := deliverScript.Run(ctx, s.rdb,
-		[]string{s.key("pending", orderID), s.key("outbox"), s.key("sent"), s.key("deliveries")}).Int()
+		[]string{s.key(ev, "pending", orderID), s.key(ev, "outbox"), s.key(ev, "sent"), s.key(ev, "deliveries")}).Int()
 	if err != nil {
 		return 0, fmt.Errorf("ledger: deliver %s: %w", orderID, err)
 	}
 	return n, nil
 }
 
-// Outbox returns every notification recorded, with how many times each was
-// delivered (0 while pending).
+// Outbox returns every notification recorded, of every event, with how
+// many times each was delivered (0 while pending). Notification IDs name
+// their order, so they are unique across events.
 func (s *Store) Outbox(ctx context.Context) (map[string]Notification, map[string]int64, error) {
-	raw, err := s.rdb.HGetAll(ctx, s.key("outbox")).Result()
+	events, err := s.events(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: outbox: %w", err)
+		return nil, nil, err
 	}
-	notes := make(map[string]Notification, len(raw))
+	notes, delivered := map[string]Notification{}, map[string]int64{}
+	for _, ev := range events {
+		if err := s.outbox(ctx, ev, notes, delivered); err != nil {
+			return nil, nil, err
+		}
+	}
+	return notes, delivered, nil
+}
+
+// outbox adds an event's notifications and delivery counts to the maps.
+func (s *Store) outbox(ctx context.Context, ev string, notes map[string]Notification, delivered map[string]int64) error {
+	raw, err := s.rdb.HGetAll(ctx, s.key(ev, "outbox")).Result()
+	if err != nil {
+		return fmt.Errorf("ledger: outbox of event %q: %w", ev, err)
+	}
 	for id, b := range raw {
 		var n Notification
 		if err := json.Unmarshal([]byte(b), &n); err != nil {
-			return nil, nil, fmt.Errorf("ledger: outbox %s: %w", id, err)
+			return fmt.Errorf("ledger: outbox %s: %w", id, err)
 		}
 		notes[id] = n
 	}
-	counts, err := s.rdb.HGetAll(ctx, s.key("deliveries")).Result()
+	counts, err := s.rdb.HGetAll(ctx, s.key(ev, "deliveries")).Result()
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: deliveries: %w", err)
+		return fmt.Errorf("ledger: deliveries of event %q: %w", ev, err)
 	}
-	delivered := make(map[string]int64, len(counts))
 	for id, c := range counts {
 		n, err := strconv.ParseInt(c, 10, 64)
 		if err != nil {
-			return nil, nil, fmt.Errorf("ledger: deliveries %s: %w", id, err)
+			return fmt.Errorf("ledger: deliveries %s: %w", id, err)
 		}
 		delivered[id] = n
 	}
-	return notes, delivered, nil
+	return nil
 }

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/turnstilehq/turnstile/internal/keyslot"
 	"github.com/turnstilehq/turnstile/internal/redistest"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
 )
@@ -205,6 +207,167 @@ func testStore(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 		_, err := s.Order(t.Context(), "nope")
 		require.ErrorIs(t, err, ledger.ErrNotFound)
 		_, _, err = s.TicketType(t.Context(), "nope")
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+	})
+}
+
+func TestStore_Events(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			testEvents(t, be.client)
+		})
+	}
+}
+
+// eventShop is a Store with one ticket type in the default event and one
+// in each of two events whose keys hash to different Cluster slots.
+func eventShop(t *testing.T, rdb redis.UniversalClient) *ledger.Store {
+	t.Helper()
+	require.NotEqual(t, keyslot.Of("{ledger:rock}"), keyslot.Of("{ledger:jazz}"), "pick events that spread")
+	s := ledger.New(rdb, "")
+	for _, tt := range []ledger.TicketType{
+		{ID: "gold", Capacity: 10, Price: 2500, Currency: "EUR"},
+		{ID: "pit", Event: "rock", Capacity: 10, Price: 4000, Currency: "EUR"},
+		{ID: "lounge", Event: "jazz", Capacity: 10, Price: 3000, Currency: "EUR"},
+	} {
+		require.NoError(t, s.AddTicketType(t.Context(), tt))
+	}
+	return s
+}
+
+func eventOrder(id, event, ticketType string) *ledger.Order {
+	o := newOrder(id)
+	o.Event, o.Items = event, []ledger.Item{{TicketType: ticketType, Quantity: 2}}
+	return o
+}
+
+func testEvents(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
+	t.Helper()
+	t.Run("AnEventsKeysShareASlotAndEventsSpread", func(t *testing.T) {
+		t.Parallel()
+		rdb := client(t)
+		s := eventShop(t, rdb)
+		ctx := t.Context()
+		fence := func(r string) []ledger.Fence { return []ledger.Fence{{Resource: r, Token: 1}} }
+		for _, o := range []*ledger.Order{eventOrder("o-r", "rock", "pit"), eventOrder("o-j", "jazz", "lounge"), newOrder("o-d")} {
+			tt := o.Items[0].TicketType
+			_, n, err := s.TicketType(ctx, tt, fence("ticket_type:"+tt+":inventory")...)
+			require.NoError(t, err)
+			require.NoError(t, s.Commit(ctx, append(fence("order:"+o.ID), fence("ticket_type:"+tt+":inventory")...), ledger.Change{
+				Order: o, Available: map[string]int64{tt: n - 2},
+				Outbox: []ledger.Notification{{ID: o.ID + ":reserved", OrderID: o.ID, Kind: "reserved"}},
+			}))
+			_, err = s.Deliver(ctx, o.ID)
+			require.NoError(t, err)
+		}
+		// Every key of an event, and its orders', is in the event's slot.
+		keys, err := rdb.Keys(ctx, ledger.DefaultPrefix+"*").Result()
+		require.NoError(t, err)
+		slots := map[string]map[int]bool{}
+		for _, k := range keys {
+			for _, tag := range []string{"{ledger:rock}", "{ledger:jazz}", "{ledger}"} {
+				if strings.Contains(k, tag) {
+					if slots[tag] == nil {
+						slots[tag] = map[int]bool{}
+					}
+					slots[tag][keyslot.Of(k)] = true
+				}
+			}
+		}
+		for tag, in := range slots {
+			require.Len(t, in, 1, "the keys of %s span slots", tag)
+		}
+		orderSlot := func(id string) int {
+			t.Helper()
+			var slot []int
+			for _, k := range keys {
+				if strings.HasSuffix(k, ":order:"+id) && !strings.Contains(k, ":fence:") {
+					slot = append(slot, keyslot.Of(k))
+				}
+			}
+			require.Len(t, slot, 1, "order %s's key", id)
+			return slot[0]
+		}
+		require.NotEqual(t, orderSlot("o-r"), orderSlot("o-j"), "two events' orders share a slot")
+		require.Equal(t, keyslot.Of("{ledger:rock}"), orderSlot("o-r"))
+
+		// Numbers are per event and unique across them.
+		numbers := map[string]string{}
+		for _, id := range []string{"o-r", "o-j", "o-d"} {
+			o, err := s.Order(ctx, id)
+			require.NoError(t, err)
+			numbers[id] = o.Number
+		}
+		require.Equal(t, map[string]string{"o-r": "TS-rock-000001", "o-j": "TS-jazz-000001", "o-d": "TS-000001"}, numbers)
+
+		// The listings span every event.
+		ids, err := s.Orders(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{"o-d", "o-j", "o-r"}, ids)
+		types, err := s.TicketTypes(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{"gold", "lounge", "pit"}, types)
+		notes, delivered, err := s.Outbox(ctx)
+		require.NoError(t, err)
+		require.Len(t, notes, 3)
+		for id := range notes {
+			require.Equal(t, int64(1), delivered[id], id)
+		}
+	})
+
+	t.Run("AChangeSpanningEventsWritesNothing", func(t *testing.T) {
+		t.Parallel()
+		s := eventShop(t, client(t))
+		ctx := t.Context()
+		err := s.Commit(ctx, nil, ledger.Change{Order: eventOrder("o-1", "rock", "pit"), Available: map[string]int64{"pit": 8, "lounge": 8}})
+		require.ErrorIs(t, err, ledger.ErrOtherEvent)
+		require.ErrorContains(t, err, "lounge")
+		err = s.Commit(ctx, nil, ledger.Change{Available: map[string]int64{"gold": 8, "pit": 8}})
+		require.ErrorIs(t, err, ledger.ErrOtherEvent)
+		for _, tt := range []string{"gold", "pit", "lounge"} {
+			_, n, err := s.TicketType(ctx, tt)
+			require.NoError(t, err)
+			require.Equal(t, int64(10), n, "%s changed", tt)
+		}
+		_, err = s.Order(ctx, "o-1")
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+		require.Error(t, s.AddTicketType(ctx, ledger.TicketType{ID: "x", Event: "a{b}", Capacity: 1}), "a brace in an event")
+	})
+
+	t.Run("AnOrderIsFoundByItsIDAlone", func(t *testing.T) {
+		t.Parallel()
+		rdb := client(t)
+		s := eventShop(t, rdb)
+		ctx := t.Context()
+		require.NoError(t, s.Commit(ctx, nil, ledger.Change{
+			Order:  eventOrder("o-1", "rock", "pit"),
+			Outbox: []ledger.Notification{{ID: "o-1:reserved", OrderID: "o-1", Kind: "reserved"}},
+		}))
+		event, err := rdb.Get(ctx, ledger.DefaultPrefix+"event-of:{o-1}").Result()
+		require.NoError(t, err)
+		require.Equal(t, "rock", event, "the index")
+
+		// Another process: nothing cached.
+		other := ledger.New(rdb, "")
+		o, err := other.Order(ctx, "o-1", ledger.Fence{Resource: "order:o-1", Token: 3})
+		require.NoError(t, err)
+		require.Equal(t, "TS-rock-000001", o.Number)
+		require.Equal(t, "rock", o.Event)
+		_, err = s.Order(ctx, "o-1", ledger.Fence{Resource: "order:o-1", Token: 2})
+		require.ErrorIs(t, err, ledger.ErrStaleFence, "the other process's fenced read reached the order's event")
+		n, err := other.Deliver(ctx, "o-1")
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+
+		// An order ID is the shop's, not the event's.
+		err = other.Commit(ctx, nil, ledger.Change{Order: eventOrder("o-1", "jazz", "lounge")})
+		require.ErrorIs(t, err, ledger.ErrOtherEvent)
+		ids, err := s.Orders(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{"o-1"}, ids)
+		_, err = other.Order(ctx, "o-nope")
 		require.ErrorIs(t, err, ledger.ErrNotFound)
 	})
 }
