@@ -41,12 +41,21 @@
 //
 // # Keys
 //
-// Every key starts with [Config.Prefix] and the hash tag "{ledger}", so a
-// Redis Cluster keeps the whole ledger in one slot:
+// Every key starts with [Config.Prefix]. An order's keys share the hash tag
+// of its ID (braces and '%' in it percent-encoded), so the script that
+// moves its money runs in one Redis Cluster slot and orders spread over the
+// cluster:
 //
-//	{ledger}:idem:<key>        hash: the payment recorded under an idempotency key
-//	{ledger}:order:<order>     hash: captured and refunded sums, currency
-//	{ledger}:payments:<order>  list: payment IDs in record order
-//	{ledger}:keys:<order>      hash: payment ID -> idempotency key
-//	{ledger}:orders            set: order IDs with a payment
+//	{<order>}:idem:<key>   hash: the payment recorded under an idempotency key
+//	{<order>}:order        hash: captured and refunded sums, currency
+//	{<order>}:payments     list: payment IDs in record order
+//	{<order>}:keys         hash: payment ID -> idempotency key
+//	bound:<key>            string: the order an idempotency key was first sent for
+//	orders                 set: order IDs the gateway was asked to move money for
+//
+// The last two are written before the script, outside it: an idempotency
+// key is bound to the first order it is sent for, for good, even when that
+// call moved nothing (within that order a refused call leaves it free), so
+// that no key moves money for two orders; and Orders lists the orders of
+// that set that have a payment.
 package gateway

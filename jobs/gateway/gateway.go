@@ -12,7 +12,9 @@ import (
 // moves money twice. A key stays bound to the parameters of the call that
 // first moved money with it (order, kind, amount, currency); a call that
 // moved nothing, because it was refused or never reached the gateway, leaves
-// its key free.
+// its key free for the same order's calls. (A gateway may bind a key to the
+// first order it reached the gateway for, even when that call moved
+// nothing: Simulator does.)
 //
 // Both methods return an error wrapping ErrInvalid for arguments refused
 // before any I/O, ErrKeyReused, ErrExceedsCaptured or ErrCurrency when the

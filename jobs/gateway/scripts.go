@@ -6,12 +6,13 @@ import "github.com/redis/go-redis/v9"
 // idempotency key already recorded. Doing the lookup, the rules and the
 // writes in one script is what makes a key move money at most once, and
 // keeps refunds within captures under any number of concurrent callers.
+// Its keys are all the order's, in one Redis Cluster slot; a key used with
+// another order is refused before the script runs (Simulator.claim).
 //
-//	KEYS[1] -> the idempotency key's record (hash: id order kind amount currency at)
+//	KEYS[1] -> the idempotency key's record under the order (hash: id order kind amount currency at)
 //	KEYS[2] -> the order's totals (hash: captured refunded currency)
 //	KEYS[3] -> the order's payment IDs in record order (list)
 //	KEYS[4] -> the order's idempotency keys by payment ID (hash)
-//	KEYS[5] -> every order ID with a payment (set)
 //	ARGV[1] -> new payment ID  ARGV[2] -> order ID  ARGV[3] -> kind
 //	ARGV[4] -> amount (decimal)  ARGV[5] -> currency  ARGV[6] -> idempotency key
 //
@@ -43,7 +44,6 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'order', ARGV[2], 'kind', ARGV[3],
   'amount', ARGV[4], 'currency', ARGV[5], 'at', at)
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-redis.call('SADD', KEYS[5], ARGV[2])
 if ARGV[3] == 'capture' then
   redis.call('HINCRBY', KEYS[2], 'captured', ARGV[4])
   redis.call('HSETNX', KEYS[2], 'currency', ARGV[5])

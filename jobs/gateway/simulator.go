@@ -18,9 +18,9 @@ import (
 // DefaultPrefix starts every key of a Simulator whose Config has no Prefix.
 const DefaultPrefix = "turnstile:gateway:"
 
-// hashTag follows the prefix in every key, so that all of them share one
-// Redis Cluster slot and one script can touch an order and a key together.
-const hashTag = "{ledger}"
+// tagEscaper percent-encodes what would end or split a hash tag, so that
+// any order ID can sit inside one.
+var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
 
 // maxAmount is the largest amount a call takes: the scripts compare amounts
 // as Lua numbers, which are exact integers up to here.
@@ -33,9 +33,9 @@ var recordFields = []string{"id", "order", "kind", "amount", "currency", "at"}
 // Config configures a Simulator. The zero value is usable: no latency, no
 // failures, keys under DefaultPrefix.
 type Config struct {
-	// Prefix starts every key the Simulator uses; the hash tag "{ledger}"
-	// follows it, as in "turnstile:gateway:{ledger}:orders". It must not
-	// contain '{' or '}'. Defaults to DefaultPrefix. Simulators that share a
+	// Prefix starts every key the Simulator uses, as in
+	// "turnstile:gateway:{order-1}:order" (see the package's Keys). It must
+	// not contain '{' or '}'. Defaults to DefaultPrefix. Simulators that share a
 	// Redis and a Prefix share one ledger.
 	Prefix string
 	// Latency makes each call sleep a duration drawn uniformly from
@@ -73,7 +73,7 @@ func (c Config) validate() error {
 // add latency and outages. It is safe for concurrent use.
 type Simulator struct {
 	rdb    redis.UniversalClient
-	base   string // prefix + hash tag + ":"
+	prefix string
 	faults *faults
 }
 
@@ -91,18 +91,26 @@ func NewSimulator(rdb redis.UniversalClient, cfg Config) (*Simulator, error) {
 	}
 	return &Simulator{
 		rdb:    rdb,
-		base:   cmp.Or(cfg.Prefix, DefaultPrefix) + hashTag + ":",
+		prefix: cmp.Or(cfg.Prefix, DefaultPrefix),
 		faults: newFaults(cfg),
 	}, nil
 }
 
-// Key layout, after the prefix and hash tag. The parts before the variable
-// part differ and none is a prefix of another, so no two keys collide.
-func (s *Simulator) recordKey(key string) string   { return s.base + "idem:" + key }
-func (s *Simulator) totalsKey(order string) string { return s.base + "order:" + order }
-func (s *Simulator) idsKey(order string) string    { return s.base + "payments:" + order }
-func (s *Simulator) keysKey(order string) string   { return s.base + "keys:" + order }
-func (s *Simulator) ordersKey() string             { return s.base + "orders" }
+// Key layout, after the prefix. An order's keys share the hash tag of its
+// escaped ID, so the script that moves its money runs in one Redis Cluster
+// slot, and orders spread over the cluster. The parts after the tag
+// differ and none is a prefix of another; the keys without a tag start
+// with a letter, not a brace: no two keys collide.
+func (s *Simulator) orderBase(order string) string {
+	return s.prefix + "{" + tagEscaper.Replace(order) + "}:"
+}
+
+func (s *Simulator) recordKey(order, key string) string { return s.orderBase(order) + "idem:" + key }
+func (s *Simulator) totalsKey(order string) string      { return s.orderBase(order) + "order" }
+func (s *Simulator) idsKey(order string) string         { return s.orderBase(order) + "payments" }
+func (s *Simulator) keysKey(order string) string        { return s.orderBase(order) + "keys" }
+func (s *Simulator) boundKey(key string) string         { return s.prefix + "bound:" + key }
+func (s *Simulator) ordersKey() string                  { return s.prefix + "orders" }
 
 // Capture takes amount in currency for orderID, once per key; see Gateway.
 // It returns an error wrapping ErrCurrency when the order's earlier captures
@@ -133,9 +141,12 @@ func (s *Simulator) move(ctx context.Context, kind Kind, key, orderID string, am
 	if fault == faultBefore {
 		return Payment{}, fmt.Errorf("gateway: %s %q: request lost: %w", kind, key, ErrUnavailable)
 	}
-	amt := strconv.FormatInt(amount, 10)
-	keys := []string{s.recordKey(key), s.totalsKey(orderID), s.idsKey(orderID), s.keysKey(orderID), s.ordersKey()}
-	res, err := moveScript.Run(ctx, s.rdb, keys, newPaymentID(), orderID, string(kind), amt, currency, key).StringSlice()
+	res, err := s.claim(ctx, key, orderID)
+	if err == nil && res == nil {
+		amt := strconv.FormatInt(amount, 10)
+		keys := []string{s.recordKey(orderID, key), s.totalsKey(orderID), s.idsKey(orderID), s.keysKey(orderID)}
+		res, err = moveScript.Run(ctx, s.rdb, keys, newPaymentID(), orderID, string(kind), amt, currency, key).StringSlice()
+	}
 	if err != nil {
 		return Payment{}, fmt.Errorf("gateway: %s %q: %w", kind, key, err)
 	}
@@ -150,6 +161,8 @@ func (s *Simulator) move(ctx context.Context, kind Kind, key, orderID string, am
 	switch status, f := res[0], res[1:]; {
 	case (status == "recorded" || status == "replayed") && len(f) == len(recordFields):
 		return parsePayment(key, f)
+	case status == "reused" && len(f) == 4 && f[1] == "":
+		return Payment{}, fmt.Errorf("gateway: %s %q: key first sent for order %q: %w", kind, key, f[0], ErrKeyReused)
 	case status == "reused" && len(f) == 4:
 		return Payment{}, fmt.Errorf("gateway: %s %q: key first used for %s of %s %s on order %q: %w",
 			kind, key, f[1], f[2], f[3], f[0], ErrKeyReused)
@@ -161,6 +174,46 @@ func (s *Simulator) move(ctx context.Context, kind Kind, key, orderID string, am
 			kind, key, amount, currency, orderID, f[0], ErrExceedsCaptured)
 	}
 	return Payment{}, fmt.Errorf("gateway: %s %q: unexpected reply %q", kind, key, res)
+}
+
+// claim binds an idempotency key to orderID, once and for good, and adds
+// orderID to the orders asked about. It returns nil when the key is
+// orderID's, and otherwise the script's "reused" reply naming the order the
+// key is bound to and, if that order's call moved money, its parameters.
+//
+// The binding is what keeps a key to one order now that each order's
+// records live in its own slot, where the script cannot see another
+// order's: it is written before the script, outside it, and never undone,
+// since undoing it could race a call of the same order that moves money.
+// So a key first sent for an order stays that order's even when that call
+// moved nothing; within the order it stays free, as the script decides.
+func (s *Simulator) claim(ctx context.Context, key, orderID string) ([]string, error) {
+	pipe := s.rdb.Pipeline()
+	bound := pipe.SetNX(ctx, s.boundKey(key), orderID, 0)
+	pipe.SAdd(ctx, s.ordersKey(), orderID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	if bound.Val() {
+		return nil, nil
+	}
+	first, err := s.rdb.Get(ctx, s.boundKey(key)).Result()
+	if err != nil {
+		return nil, err
+	}
+	if first == orderID {
+		return nil, nil
+	}
+	rec, err := s.rdb.HMGet(ctx, s.recordKey(first, key), "kind", "amount", "currency").Result()
+	if err != nil {
+		return nil, err
+	}
+	reply := []string{"reused", first}
+	for _, v := range rec {
+		str, _ := v.(string) // nil: that call moved nothing
+		reply = append(reply, str)
+	}
+	return reply, nil
 }
 
 // Ledger returns the sums of orderID's captures and refunds; both are zero
@@ -216,7 +269,7 @@ func (s *Simulator) Payments(ctx context.Context, orderID string) ([]Payment, er
 		if !ok {
 			return nil, fmt.Errorf("gateway: payments of order %q: payment %s has no idempotency key", orderID, id)
 		}
-		cmds[i] = pipe.HMGet(ctx, s.recordKey(key), recordFields...)
+		cmds[i] = pipe.HMGet(ctx, s.recordKey(orderID, key), recordFields...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("gateway: payments of order %q: %w", orderID, err)
@@ -241,10 +294,31 @@ func (s *Simulator) Payments(ctx context.Context, orderID string) ([]Payment, er
 }
 
 // Orders returns every order ID with at least one payment, sorted.
+//
+// The set of orders asked about is written before a call's script and
+// outside it (the script stays in the order's slot), so it can name an
+// order whose calls all moved nothing; Orders keeps those with a payment
+// recorded, and never misses one, whatever crashed between the two.
 func (s *Simulator) Orders(ctx context.Context) ([]string, error) {
-	orders, err := s.rdb.SMembers(ctx, s.ordersKey()).Result()
+	asked, err := s.rdb.SMembers(ctx, s.ordersKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: orders: %w", err)
+	}
+	pipe := s.rdb.Pipeline()
+	paid := make([]*redis.IntCmd, len(asked))
+	for i, o := range asked {
+		paid[i] = pipe.Exists(ctx, s.totalsKey(o))
+	}
+	if len(asked) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("gateway: orders: %w", err)
+		}
+	}
+	var orders []string
+	for i, o := range asked {
+		if paid[i].Val() > 0 {
+			orders = append(orders, o)
+		}
 	}
 	slices.Sort(orders)
 	return orders, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnstilehq/turnstile/internal/keyslot"
 	"github.com/turnstilehq/turnstile/internal/redistest"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
 )
@@ -466,28 +467,60 @@ func testSimulator(t *testing.T, newServer func(t *testing.T) connect) {
 		require.Empty(t, keys)
 	})
 
-	t.Run("KeysShareOneHashTag", func(t *testing.T) {
+	t.Run("AnOrdersKeysShareItsHashTag", func(t *testing.T) {
 		t.Parallel()
 		newClient := newServer(t)
 		for _, prefix := range []string{"", "test:" + t.Name() + ":"} {
-			sim, err := gateway.NewSimulator(newClient(t), gateway.Config{Prefix: prefix})
+			rdb := newClient(t)
+			redistest.CheckSlots(t, rdb) // the move script's keys: one slot
+			sim, err := gateway.NewSimulator(rdb, gateway.Config{Prefix: prefix})
 			require.NoError(t, err)
 			ctx := t.Context()
-			_, err = sim.Capture(ctx, "k1", "order-1", 100, "EUR")
-			require.NoError(t, err)
-			_, err = sim.Refund(ctx, "k2", "order-1", 50, "EUR")
-			require.NoError(t, err)
+			// "}x" would leave an empty tag, and so no tag, unescaped.
+			for _, order := range []string{"order-1", "order-2", "}x", "a{b}"} {
+				_, err = sim.Capture(ctx, "k1:"+order, order, 100, "EUR")
+				require.NoError(t, err)
+				_, err = sim.Refund(ctx, "k2:"+order, order, 50, "EUR")
+				require.NoError(t, err)
+				requireLedger(t, sim, order, 100, 50)
+			}
+			requireOrders(t, sim, "a{b}", "order-1", "order-2", "}x")
 			if prefix == "" {
 				prefix = gateway.DefaultPrefix
 			}
 			keys, err := newClient(t).Keys(ctx, prefix+"*").Result()
 			require.NoError(t, err)
-			// Two records; the order's totals, payment IDs and keys; orders.
-			require.Len(t, keys, 6)
-			for _, k := range keys {
-				require.True(t, strings.HasPrefix(k, prefix+"{ledger}:"), "%s lacks the hash tag", k)
+			// Per order: two records, its totals, payment IDs and keys,
+			// and two bound keys; and the set of orders.
+			require.Len(t, keys, 4*7+1)
+			slots := map[string]int{}
+			for _, order := range []string{"order-1", "order-2"} {
+				tag := prefix + "{" + order + "}:"
+				for _, k := range keys {
+					if strings.HasPrefix(k, tag) {
+						slots[order]++
+						require.Equal(t, keyslot.Of(tag), keyslot.Of(k), "%s is not in its order's slot", k)
+					}
+				}
 			}
+			require.Equal(t, map[string]int{"order-1": 5, "order-2": 5}, slots)
+			require.NotEqual(t, keyslot.Of("{order-1}"), keyslot.Of("{order-2}"), "orders spread over slots")
 		}
+	})
+
+	t.Run("AKeyStaysWithTheFirstOrderItWasSentFor", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, gateway.Config{})
+		ctx := t.Context()
+		_, err := b.sim.Refund(ctx, "k", "order-1", 100, "EUR")
+		require.ErrorIs(t, err, gateway.ErrExceedsCaptured)
+		_, err = b.sim.Capture(ctx, "k", "order-2", 100, "EUR")
+		require.ErrorIs(t, err, gateway.ErrKeyReused, "a key moving money for a second order")
+		require.ErrorContains(t, err, `first sent for order "order-1"`)
+		_, err = b.sim.Capture(ctx, "k", "order-1", 100, "EUR")
+		require.NoError(t, err, "within its order a refused call leaves the key free")
+		requireLedger(t, b.sim, "order-2", 0, 0)
+		requireOrders(t, b.sim, "order-1")
 	})
 }
 
