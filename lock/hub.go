@@ -12,15 +12,21 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/internal/keyslot"
 )
 
 // hub is a Locker's one subscription. Release scripts publish a grant to it
 // when they hand a resource to one of its waiters; it routes the grant to
 // the waiting goroutine by token. It starts on the first wait and lives
-// until Close.
+// until Close. On Redis Cluster it is one channel per slot instead, with
+// sharded pub/sub (shardsub.go).
 type hub struct {
 	client  redis.UniversalClient
 	channel string
+	// shards, set on Cluster, holds the per-slot channels; the one
+	// channel is then only their common name.
+	shards *shardSubs
 	// live is true while the subscription is confirmed. While false, grants
 	// may be lost (and hand-offs skip our waiters), so waiters poll.
 	live atomic.Bool
@@ -50,12 +56,45 @@ type grant struct {
 const pingEvery = 30 * time.Second
 
 func newHub(client redis.UniversalClient, channel string) *hub {
-	return &hub{
+	h := &hub{
 		client:  client,
 		channel: channel,
 		waiters: make(map[string]*waiter),
 		closed:  make(chan struct{}),
 	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		h.shards = newShardSubs(cc, channel, h.deliver, h.nudgeAll)
+	}
+	return h
+}
+
+// channelFor returns the channel on which a waiter of this Locker for the
+// resource whose lock key is lockKey is told of its grant.
+func (h *hub) channelFor(lockKey string) string {
+	if h.shards == nil {
+		return h.channel
+	}
+	return h.shards.channel(keyslot.Of(lockKey))
+}
+
+// entryFor returns the queue entry of a waiter for lockKey's resource,
+// given its entry as queueEntry builds it on the Locker's one channel.
+func (h *hub) entryFor(entry, lockKey string) string {
+	if h.shards == nil || entry == "" {
+		return entry
+	}
+	token, rest, _ := strings.Cut(entry, "|")
+	_, rest, _ = strings.Cut(rest, "|")
+	return token + "|" + h.channelFor(lockKey) + "|" + rest
+}
+
+// liveFor reports whether a grant for lockKey's resource would reach this
+// Locker now; while it would not, waiters poll.
+func (h *hub) liveFor(lockKey string) bool {
+	if h.shards == nil {
+		return h.live.Load()
+	}
+	return h.shards.liveOn(keyslot.Of(lockKey))
 }
 
 // register adds a waiter for token, subscribing first if this is the first
@@ -68,7 +107,7 @@ func (h *hub) register(ctx context.Context, token string) (*waiter, error) {
 		return nil, ErrClosed
 	default:
 	}
-	if h.ps == nil {
+	if h.ps == nil && h.shards == nil {
 		h.subscribe(ctx)
 	}
 	w := &waiter{grants: make(chan grant, 1), nudge: make(chan struct{}, 1), closed: h.closed}
@@ -204,6 +243,9 @@ func (h *hub) close() {
 	close(h.closed)
 	ps, done := h.ps, h.done
 	h.mu.Unlock()
+	if h.shards != nil {
+		h.shards.close()
+	}
 	if ps != nil {
 		_ = ps.Close() // unblocks the loop's receive; the loop then sees closed
 		<-done

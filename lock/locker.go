@@ -307,6 +307,9 @@ type acquireReply struct {
 // acquireRun runs acquireScript on keys of one slot; queued says the
 // caller may already be in a queue, from an earlier attempt.
 func (n *node) acquireRun(ctx context.Context, keys []string, token string, o Options, channel string, queued bool) (acquireReply, error) {
+	if channel != "" {
+		channel = n.hub.channelFor(keys[0])
+	}
 	args := []any{token, n.receivers, o.TTL.Milliseconds(), o.Wait.Milliseconds(), channel}
 	if queued {
 		args = append(args, "1")
@@ -370,7 +373,8 @@ func (s *shared) release(ctx context.Context, keys []string, token, entry string
 func (n *node) releaseRun(ctx context.Context, keys []string, token, entry string) (int64, []string, error) {
 	here := ""
 	if n.hub != nil {
-		here = n.hub.channel
+		here = n.hub.channelFor(keys[0])
+		entry = n.hub.entryFor(entry, keys[0])
 	}
 	v, err := n.pipe.Run(ctx, releaseScript, keys, token, n.receivers, entry, here).Slice()
 	if err != nil {

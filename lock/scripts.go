@@ -28,7 +28,9 @@ const (
 // A waiter's entry is "token|channel|ttl ms|wait ms". A hand-off pops entries
 // until one is live (arrived less than wait ms ago) and its Locker is still
 // subscribed (PUBLISH reaches someone), sets the lock to its token with its
-// TTL and publishes "token|fence|lock key" to its Locker's channel. A dead
+// TTL and publishes "token|fence|lock key" to the entry's channel: its
+// Locker's one channel, or on Redis Cluster its Locker's channel for the
+// resource's slot, which has a hash tag, with SPUBLISH (shardsub.go). A dead
 // process is skipped at once because its subscription closed with it. A
 // waiter on the releasing Locker's own channel (here) is alive by
 // definition: the grant goes back to the caller instead, one hop shorter.
@@ -87,7 +89,15 @@ local function handoff(lk, fk, qk, here)
       redis.call('SET', lk, tok, 'PX', ttl)
       if ch == here then return tok, f end
       -- Publish first: 'or' would skip it where receivers cannot count.
-      local heard = redis.call('PUBLISH', ch, tok .. '|' .. string.format('%.0f', f) .. '|' .. lk)
+      local msg, heard = tok .. '|' .. string.format('%.0f', f) .. '|' .. lk
+      if string.find(ch, '{', 1, true) then
+        -- A slot's channel on Cluster, in this slot: the grant stays in
+        -- the shard. pcall: a bad entry must not fail the release.
+        heard = redis.pcall('SPUBLISH', ch, msg)
+        if type(heard) ~= 'number' then heard = 0 end
+      else
+        heard = redis.call('PUBLISH', ch, msg)
+      end
       if ARGV[2] == '0' or heard > 0 then
         return tok
       end

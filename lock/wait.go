@@ -92,9 +92,9 @@ func (a *acquisition) single(ctx context.Context) error {
 		}
 		if deadline == nil {
 			deadline = time.NewTimer(o.Wait - time.Since(a.start))
-			retry = time.NewTimer(a.retryDelay(n.hub.live.Load(), err))
+			retry = time.NewTimer(a.retryDelay(a.live(n, held), err))
 		} else {
-			retry.Reset(a.retryDelay(n.hub.live.Load(), err))
+			retry.Reset(a.retryDelay(a.live(n, held), err))
 		}
 	wait:
 		select {
@@ -136,6 +136,15 @@ func (a *acquisition) single(ctx context.Context) error {
 			return errors.Join(lastErr, a.abandon(ctx, entry))
 		}
 	}
+}
+
+// live reports whether a grant for resource i, the one the caller may be
+// queued on, would reach it now.
+func (a *acquisition) live(n *node, i int) bool {
+	if i >= len(a.resources) {
+		return n.hub.live.Load()
+	}
+	return n.hub.liveFor(a.keys[keysPer*i])
 }
 
 // confirm returns the validity of a grant counted from valid, or, when
