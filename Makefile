@@ -1,7 +1,7 @@
 .DEFAULT_GOAL := help
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help test lint bench lockbench workerbench demo
+.PHONY: help test lint bench lockbench workerbench fleetbench demo
 
 help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
@@ -19,5 +19,7 @@ lockbench:  ## Lock benchmark against a fenced floor, a baseline, redsync and re
 	go run ./bench/cmd/lockbench
 workerbench: ## Worker benchmark: bare asynq, the guard, the full chain, redsync and redislock guards over seven scenarios (about 7 min)
 	go run ./bench/cmd/workerbench
+fleetbench: ## Worker fleet of 1, 2, 4 processes on one redis-server and a 3-master cluster: tasks/s, p99, CPU per task, memory per order (about 8 min)
+	go run ./bench/cmd/fleetbench
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo
