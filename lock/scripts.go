@@ -119,7 +119,7 @@ end
 // goes the long way, through the hand-off.
 //
 //	ARGV[3] -> ttl ms  ARGV[4] -> wait ms (0: try once, all or none)
-//	ARGV[5] -> the caller's channel (when waiting)
+//	ARGV[5] -> the caller's channel (when waiting; on Cluster, for these keys' slot)
 //	ARGV[6] -> present when the caller may be queued (a waiting retry)
 //
 // Returns {1, fence...}: every resource acquired, or
@@ -175,7 +175,7 @@ return {0, busy, pttl, owner, unpack(fences)}
 // a waiter that gives up leaves the line.
 //
 //	ARGV[3] -> the caller's queue entry, or ''
-//	ARGV[4] -> the caller's channel, or ''
+//	ARGV[4] -> the caller's channel (on Cluster, for these keys' slot), or ''
 //
 // Returns {released, mark..., grant...}: the number of resources the token
 // still held, then per resource the wanted mark that a released one
