@@ -20,6 +20,10 @@ var (
 	// ErrOrderExists reports a reservation under an order ID that already
 	// names an order with other items.
 	ErrOrderExists = errors.New("jobs: order exists")
+	// ErrMixedEvents reports a reservation of ticket types of several
+	// events: an order is of one event, whose keys share a Redis Cluster
+	// slot, so that it commits in one script.
+	ErrMixedEvents = errors.New("jobs: ticket types of several events in one order")
 )
 
 // DefaultPaymentWindow is how long a reservation waits for its payment.
@@ -44,18 +48,33 @@ const MaxQuantity = 100
 // under the order's lock, an order that exists already is returned as it
 // is when it holds the same items, and refused with ErrOrderExists when
 // not, so a retry whose first try committed reserves nothing twice.
+//
+// All items must be of one event (ErrMixedEvents otherwise, and nothing is
+// reserved); the order is of that event.
 func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.Item) (*ledger.Order, error) {
 	if err := checkItems(orderID, items); err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
-	o := &ledger.Order{ID: orderID, Items: items, State: ledger.StateReserved, Created: time.Now().UTC()}
+	types, event, err := s.ticketTypes(ctx, items)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: reserve: order %s: %w", orderID, err)
+	}
+	o := &ledger.Order{ID: orderID, Event: event, Items: items, State: ledger.StateReserved, Created: time.Now().UTC()}
 	o.Updated = o.Created
 	lease, fences, avail, err := s.inventory(ctx, o, -1)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	defer s.release(ctx, lease)
-	switch had, err := s.Store.Order(ctx, orderID, orderFences(orderID, fences)...); {
+	had, err := s.Store.Order(ctx, orderID)
+	if err == nil {
+		// A retry: read it again, fenced, in its event. A new order is
+		// not read fenced, as that would leave a fence key behind for
+		// every sold-out checkout; the inventory reads above, fenced by
+		// the same lease, already refuse an older holder's commit.
+		had, err = s.Store.Order(ctx, orderID, orderFences(orderID, fences)...)
+	}
+	switch {
 	case err == nil && slices.Equal(had.Items, items):
 		return had, nil
 	case err == nil:
@@ -64,10 +83,7 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	for _, it := range items {
-		tt, _, err := s.Store.TicketType(ctx, it.TicketType)
-		if err != nil {
-			return nil, fmt.Errorf("jobs: reserve: %w", err)
-		}
+		tt := types[it.TicketType]
 		if o.Currency == "" {
 			o.Currency = tt.Currency
 		} else if o.Currency != tt.Currency {
@@ -96,6 +112,23 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	return o, nil
+}
+
+// ticketTypes reads the ticket types of items and returns them with their
+// one event, or an error wrapping ErrMixedEvents.
+func (s *Service) ticketTypes(ctx context.Context, items []ledger.Item) (map[string]ledger.TicketType, string, error) {
+	types := make(map[string]ledger.TicketType, len(items))
+	for _, it := range items {
+		tt, _, err := s.Store.TicketType(ctx, it.TicketType)
+		if err != nil {
+			return nil, "", err
+		}
+		types[it.TicketType] = tt
+		if first := types[items[0].TicketType]; tt.Event != first.Event {
+			return nil, "", fmt.Errorf("%s is of event %q, %s of %q: %w", first.ID, first.Event, tt.ID, tt.Event, ErrMixedEvents)
+		}
+	}
+	return types, types[items[0].TicketType].Event, nil
 }
 
 func checkItems(orderID string, items []ledger.Item) error {
