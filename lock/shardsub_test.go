@@ -67,6 +67,29 @@ func TestShardedGrants_OnRedisCluster(t *testing.T) { //nolint:tparallel // see 
 		}
 	})
 
+	// An entry whose channel is in a slot of another master (none of ours
+	// is) cannot be published to from the release script: Redis refuses
+	// it as a non-local key. The release still works and hands the
+	// resource on, as where a grant goes unheard.
+	t.Run("AnEntryWithAChannelOfAnotherMasterDoesNotFailTheRelease", func(t *testing.T) {
+		holder := newLocker(t)
+		master := cluster.Masters()[0]
+		r := onMaster(t, "foreign", master)
+		lease, err := holder.Acquire(t.Context(), r)
+		require.NoError(t, err)
+		var foreign string
+		for i := 0; foreign == "" || cluster.MasterOf(foreign) == master; i++ {
+			foreign = lock.DefaultPrefix + "waiters:X{" + strconv.Itoa(i) + "}"
+		}
+		rdb := cluster.Client(t)
+		entry := "FOREIGNTOKEN|" + foreign + "|10000|20000"
+		require.NoError(t, rdb.ZAdd(t.Context(), lockKey(r)+":queue", redis.Z{Score: float64(time.Now().UnixMicro()), Member: entry}).Err())
+
+		require.NoError(t, lease.Release(t.Context()))
+		require.Equal(t, "FOREIGNTOKEN", rdb.Get(t.Context(), lockKey(r)).Val(), "the resource was not handed on")
+		require.NoError(t, rdb.Del(t.Context(), lockKey(r)).Err())
+	})
+
 	// CLUSTER FAILOVER moves the slot to the replica, and the old master
 	// unsubscribes the slot's channel: the waiter polls until it has
 	// subscribed on the new master, and is not stranded for the holder's
