@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/middleware"
 )
 
 // demoTicketTypes are scarce: the orders ask for about twice what there is.
@@ -37,6 +38,49 @@ type demoLoad struct {
 	mu                sync.Mutex
 	reserved, soldOut int
 	enqueued, refused int
+	retried           int // steps tried again after a Redis error
+}
+
+// retryFor is how long a step of the load is retried after a Redis error
+// before the demo gives up: a Sentinel or Cluster failover takes 1-5 s
+// here, and a production one up to tens of seconds.
+const retryFor = 30 * time.Second
+
+// retry runs step until it returns nil or an error final says retrying
+// cannot change, the context ends, or retryFor has passed since its first
+// failure. Every step the load retries is safe to repeat: a checkout
+// retried under its order ID reserves once, an enqueue under its task ID
+// enqueues once.
+func (l *demoLoad) retry(ctx context.Context, step func() error, final func(error) bool) error {
+	var deadline time.Time
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		err := step()
+		if err == nil || final(err) {
+			return err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(retryFor)
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %s: %w", retryFor, err)
+		}
+		l.mu.Lock()
+		l.retried++
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+	}
+}
+
+// order reads an order, riding out Redis errors.
+func (l *demoLoad) order(ctx context.Context, id string) (o *ledger.Order, err error) {
+	err = l.retry(ctx, func() (err error) {
+		o, err = l.svc.Store.Order(ctx, id)
+		return err
+	}, func(err error) bool { return errors.Is(err, ledger.ErrNotFound) })
+	return o, err
 }
 
 func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
@@ -53,7 +97,7 @@ func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
 	}
 	p.phase("payments and revokes")
 	for _, id := range ids {
-		o, err := l.svc.Store.Order(ctx, id)
+		o, err := l.order(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -75,7 +119,7 @@ func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
 	}
 	p.phase("refunds and late payments")
 	for _, id := range ids {
-		o, err := l.svc.Store.Order(ctx, id)
+		o, err := l.order(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -129,7 +173,11 @@ func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketTy
 	for range 8 {
 		wg.Go(func() {
 			for o := range work {
-				_, err := l.svc.Reserve(ctx, o.id, o.items)
+				err := l.retry(ctx, func() error {
+					_, err := l.svc.Reserve(ctx, o.id, o.items)
+					return err
+				}, checkoutFinal)
+				l.stats.progressed()
 				l.mu.Lock()
 				switch {
 				case err == nil:
@@ -155,9 +203,23 @@ func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketTy
 	return ids, nil
 }
 
+// checkoutFinal tells a checkout's answer from a Redis error.
+func checkoutFinal(err error) bool {
+	var bad *middleware.PayloadError
+	return errors.Is(err, jobs.ErrSoldOut) || errors.Is(err, jobs.ErrOrderExists) || errors.As(err, &bad)
+}
+
+// enqueueFinal tells the API's refusal from a Redis error.
+func enqueueFinal(err error) bool {
+	return errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask)
+}
+
 func (l *demoLoad) enqueue(ctx context.Context, task *asynq.Task, err error) {
 	if err == nil {
-		_, err = l.svc.Client.EnqueueContext(ctx, task)
+		err = l.retry(ctx, func() error {
+			_, err := l.svc.Client.EnqueueContext(ctx, task)
+			return err
+		}, enqueueFinal)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -180,8 +242,12 @@ func (l *demoLoad) refund(ctx context.Context, o *ledger.Order, req string, amou
 
 // revokeNow runs the revoke the checkout scheduled for the end of the
 // payment window.
-func (l *demoLoad) revokeNow(_ context.Context, orderID string) {
-	err := l.inspect.RunTask("default", "revoke:"+orderID)
+func (l *demoLoad) revokeNow(ctx context.Context, orderID string) {
+	err := l.retry(ctx, func() error {
+		return l.inspect.RunTask("default", "revoke:"+orderID)
+	}, func(err error) bool {
+		return errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
+	})
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -191,16 +257,29 @@ func (l *demoLoad) revokeNow(_ context.Context, orderID string) {
 	l.enqueued++
 }
 
+// demoQueues are the queues the demo's worker serves.
+var demoQueues = []string{"critical", "default", "low"}
+
 // idle waits until no task is pending, running or due for a retry.
 func (l *demoLoad) idle(ctx context.Context, p *progress) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		// A queue nothing was enqueued to yet is not listed; an error
+		// (Redis failing over) is not known to be idle.
+		queues, err := l.inspect.Queues()
 		busy := 0
-		for _, q := range []string{"critical", "default", "low"} {
+		if err != nil {
+			busy++
+		}
+		for _, q := range queues {
+			if !slices.Contains(demoQueues, q) {
+				continue
+			}
 			info, err := l.inspect.GetQueueInfo(q)
 			if err != nil {
-				continue // a queue nothing was enqueued to yet
+				busy++
+				continue
 			}
 			busy += info.Pending + info.Active + info.Retry
 		}

@@ -25,6 +25,10 @@ import (
 type demoStats struct {
 	mu    sync.Mutex
 	kinds map[string]*kindStats
+	// The longest time the run went without finishing a checkout or a
+	// task, and when it began: what a failover costs the shop.
+	start, last, pauseFrom time.Time
+	pause                  time.Duration
 }
 
 type kindStats struct {
@@ -32,7 +36,25 @@ type kindStats struct {
 	took                 []time.Duration
 }
 
-func newDemoStats() *demoStats { return &demoStats{kinds: map[string]*kindStats{}} }
+func newDemoStats() *demoStats {
+	now := time.Now()
+	return &demoStats{kinds: map[string]*kindStats{}, start: now, last: now}
+}
+
+// progressed notes that a checkout or a task has finished.
+func (s *demoStats) progressed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.progressedLocked()
+}
+
+func (s *demoStats) progressedLocked() {
+	now := time.Now()
+	if gap := now.Sub(s.last); gap > s.pause {
+		s.pause, s.pauseFrom = gap, s.last
+	}
+	s.last = now
+}
 
 // wrap counts and times every run of types' handlers.
 func (s *demoStats) wrap(types []worker.TaskType) []worker.TaskType {
@@ -49,8 +71,10 @@ func (s *demoStats) wrap(types []worker.TaskType) []worker.TaskType {
 			switch {
 			case err == nil:
 				k.ok++
+				s.progressedLocked()
 			case errors.Is(err, asynq.SkipRetry):
 				k.archived++
+				s.progressedLocked()
 			default:
 				k.failed++
 			}
@@ -178,6 +202,7 @@ type demoSummary struct {
 	Jobs       map[string]jobSummary `json:"jobs"`
 	Locks      lockStats             `json:"locks"`
 	Orders     orderSummary          `json:"orders"`
+	Pause      pauseSummary          `json:"longest_pause"`
 	Seed       uint64                `json:"seed"`
 	NoLock     bool                  `json:"no_lock"`
 	Seconds    float64               `json:"seconds"`
@@ -197,19 +222,32 @@ type orderSummary struct {
 	Reserved  int `json:"reserved"`
 	SoldOut   int `json:"sold_out"`
 	Tasks     int `json:"tasks_enqueued"`
+	// Retried counts the load's steps (checkouts, reads, enqueues) tried
+	// again after a Redis error.
+	Retried int `json:"retried_after_redis_errors"`
+}
+
+// pauseSummary is the longest time the run finished no checkout and no
+// task, and when it began: counted from the start of the run, and as a
+// time to line up with other logs (a failover's).
+type pauseSummary struct {
+	Ms   float64   `json:"ms"`
+	AtMs float64   `json:"at_ms"`
+	From time.Time `json:"from"`
 }
 
 func newSummary(f demoFlags, load *demoLoad, stats *demoStats, reader *sdkmetric.ManualReader, r jobs.Report, took time.Duration) *demoSummary {
 	s := &demoSummary{
 		OK: r.OK, Violations: r.Violations, Jobs: map[string]jobSummary{}, Locks: readLockStats(context.Background(), reader),
 		Seed: f.seed, NoLock: f.noLock, Seconds: took.Seconds(), Report: r,
-		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued},
+		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued, Retried: load.retried},
 	}
 	if s.Violations == nil {
 		s.Violations = []jobs.Violation{}
 	}
 	stats.mu.Lock()
 	defer stats.mu.Unlock()
+	s.Pause = pauseSummary{Ms: ms(stats.pause), AtMs: ms(stats.pauseFrom.Sub(stats.start)), From: stats.pauseFrom}
 	for kind, k := range stats.kinds {
 		s.Jobs[kind] = jobSummary{OK: k.ok, Archived: k.archived, Failed: k.failed, P50ms: quantile(k.took, 0.50), P99ms: quantile(k.took, 0.99)}
 	}
@@ -222,8 +260,10 @@ func quantile(ds []time.Duration, q float64) float64 {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000
+	return ms(s[int(q*float64(len(s)-1))])
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (s *demoSummary) print(w io.Writer) {
 	locks := "locks on"
@@ -239,7 +279,8 @@ func (s *demoSummary) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1fms\t%.1fms\t\n", kind, j.OK, j.Archived, j.Failed, j.P50ms, j.P99ms)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nlocks: %d acquired, %d acquire calls found a lock held (a task that then waits for it makes two), %d busy retries (parked), %d lost leases, %d released after expiry\n",
+	fmt.Fprintf(w, "\nlongest pause: %.0fms from %.1fs into the run; %d steps retried after a Redis error\n", s.Pause.Ms, s.Pause.AtMs/1000, s.Orders.Retried)
+	fmt.Fprintf(w, "locks: %d acquired, %d acquire calls found a lock held (a task that then waits for it makes two), %d busy retries (parked), %d lost leases, %d released after expiry\n",
 		s.Locks.Acquisitions, s.Locks.Contended, s.Locks.BusyRetries, s.Locks.LostLeases, s.Locks.NotHeld)
 	if s.OK {
 		fmt.Fprintf(w, "invariants: OK (%d orders, %d ticket types)\n", s.Report.Orders, s.Report.TicketTypes)

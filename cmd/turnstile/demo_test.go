@@ -10,12 +10,34 @@ import (
 
 func runDemoJSON(t *testing.T, args ...string) (int, demoSummary) {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
-	code := c.run(append([]string{"demo", "-json", "-admin-addr="}, args...))
+	return demoResult(t, startDemo(t, args...))
+}
+
+// startDemo runs "turnstile demo -json" with args in a goroutine, for
+// tests that act on Redis during the run; demoResult waits for it.
+func startDemo(t *testing.T, args ...string) <-chan demoRun {
+	t.Helper()
+	done := make(chan demoRun, 1)
+	go func() {
+		var r demoRun
+		c := &cli{ctx: t.Context(), stdout: &r.stdout, stderr: &r.stderr, getenv: func(string) string { return "" }}
+		r.code = c.run(append([]string{"demo", "-json", "-admin-addr="}, args...))
+		done <- r
+	}()
+	return done
+}
+
+type demoRun struct {
+	code           int
+	stdout, stderr bytes.Buffer
+}
+
+func demoResult(t *testing.T, done <-chan demoRun) (int, demoSummary) {
+	t.Helper()
+	r := <-done
 	var s demoSummary
-	require.NoError(t, json.Unmarshal(stdout.Bytes(), &s), "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
-	return code, s
+	require.NoError(t, json.Unmarshal(r.stdout.Bytes(), &s), "stdout:\n%s\nstderr:\n%s", &r.stdout, &r.stderr)
+	return r.code, s
 }
 
 func TestDemo_InvariantsHold(t *testing.T) {
