@@ -81,7 +81,7 @@ func (b *bench) memoryStep(ctx context.Context, be *backend) (mem memory, err er
 				mem.Paid++
 			}
 		}
-		progress("memory: %d of %d orders checked out", start+len(cs), mem.Orders)
+		progress("memory: %d of %d orders checked out, %d paid (%s)", start+len(cs), mem.Orders, mem.Paid, time.Since(began).Round(time.Second))
 	}
 	// The checkouts' revokes, due in an hour, run now: those of paid
 	// orders find nothing to do, the others return their tickets.
@@ -92,6 +92,7 @@ func (b *bench) memoryStep(ctx context.Context, be *backend) (mem memory, err er
 	if _, err := s.awaitProcessed(ctx, base, int64(revokes), b.cfg.timeout); err != nil {
 		return mem, err
 	}
+	progress("memory: %d revokes run (%s)", revokes, time.Since(began).Round(time.Second))
 	if err := s.leftOver(); err != nil {
 		return mem, err
 	}
@@ -112,6 +113,7 @@ func (b *bench) memoryStep(ctx context.Context, be *backend) (mem memory, err er
 	}
 	mem.InvariantsOK = rep.OK
 	mem.Seconds = time.Since(began).Seconds()
+	progress("memory: invariants checked (%s)", time.Since(began).Round(time.Second))
 	if !rep.OK {
 		return mem, fmt.Errorf("invariants violated: %+v", rep.Violations[:min(5, len(rep.Violations))])
 	}

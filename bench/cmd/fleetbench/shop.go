@@ -25,7 +25,13 @@ var queues = []string{"critical", "default"}
 
 // ticketTypes is how many ticket types the shop sells: enough that
 // checkouts from producers seldom wait on one type's inventory lock.
-const ticketTypes = 16
+// They are for events ticket types, each event's ledger under a hash tag
+// of its own, so that on a cluster the shop spreads as a shop with a few
+// events on sale would.
+const (
+	ticketTypes = 16
+	events      = 4
+)
 
 // senders is how many goroutines enqueue and check out at once.
 const senders = 16
@@ -76,7 +82,10 @@ func openShop(ctx context.Context, url string) (*shop, error) {
 // addTicketTypes stocks the shop with more tickets than any run sells.
 func (s *shop) addTicketTypes(ctx context.Context) error {
 	for i := range ticketTypes {
-		tt := ledger.TicketType{ID: ticketTypeID(i), Name: fmt.Sprintf("Type %d", i), Capacity: 1 << 40, Price: 5_000 + 100*int64(i), Currency: "EUR"}
+		tt := ledger.TicketType{
+			ID: ticketTypeID(i), Event: fmt.Sprintf("ev-%d", i%events), Name: fmt.Sprintf("Type %d", i),
+			Capacity: 1 << 40, Price: 5_000 + 100*int64(i), Currency: "EUR",
+		}
 		if err := s.store.AddTicketType(ctx, tt); err != nil {
 			return err
 		}
