@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,12 +52,18 @@ type worker struct {
 
 // backend is the Redis a worker runs on.
 type backend struct {
-	name string
-	mini bool // miniredis, whose keys expire only when told to
+	name    string
+	mini    bool // miniredis, whose keys expire only when told to
+	cluster bool // a real 3-master Redis Cluster
 }
 
 // backends are the Redis servers every worker test runs on.
 var backends = []backend{{name: "Redis"}, {name: "Miniredis", mini: true}}
+
+// withCluster adds a real 3-master Redis Cluster to backends, for the
+// tests of what crosses slots: a release in one slot waking a task
+// parked in a queue's slot on another master.
+var withCluster = append(slices.Clip(backends), backend{name: "Cluster", cluster: true})
 
 // workerSetup is what a test may change about a worker.
 type workerSetup struct {
@@ -87,6 +94,8 @@ func startWorker(t *testing.T, be backend, concurrency int, handler asynq.Handle
 	case be.mini:
 		_, rdb = redistest.MiniClient(t)
 		redistest.CheckSlots(t, rdb)
+	case be.cluster:
+		rdb = redistest.Cluster(t, 3, 0).Client(t)
 	default:
 		rdb = redistest.Server(t).Client(t)
 		// Every script the worker runs, asynq's, the lock's and the
@@ -94,7 +103,7 @@ func startWorker(t *testing.T, be backend, concurrency int, handler asynq.Handle
 		redistest.CheckSlots(t, rdb)
 	}
 	if ws.hook != nil {
-		rdb.(*redis.Client).AddHook(ws.hook)
+		rdb.(interface{ AddHook(redis.Hook) }).AddHook(ws.hook)
 	}
 	lockCfg := lock.Config{}
 	var metrics *telemetry.Metrics
@@ -231,7 +240,7 @@ func TestGuard_OneKeyNeverOverlaps(t *testing.T) {
 
 func TestGuard_ParkedTasksAreWokenByReleases(t *testing.T) {
 	t.Parallel()
-	for _, be := range backends {
+	for _, be := range withCluster {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
 			var o overlaps

@@ -39,7 +39,7 @@ func holdKey(t *testing.T, w *worker, key string, ttl time.Duration) *lock.Lease
 // woken by its release, within a poll or two, not at its retry delay.
 func TestGuard_ReleaseWakesParkedTasksInOtherQueues(t *testing.T) {
 	t.Parallel()
-	for _, be := range backends {
+	for _, be := range withCluster {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
 			started, hold := make(chan struct{}), make(chan struct{})
