@@ -1,6 +1,10 @@
 package lock
 
-import "github.com/redis/go-redis/v9"
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // NewBroadcast is New with grants published the way a single Redis gets
 // them, to one channel per Locker, also on Redis Cluster, where PUBLISH is
@@ -25,4 +29,18 @@ func SlotChannels(l *Locker) (slots, live int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.slots), len(s.live)
+}
+
+// SweepSlotsSoon makes l unsubscribe a slot's channel idle after its last
+// wait there could have ended, checking every, instead of minutes later.
+// Call it before l's first wait.
+func SweepSlotsSoon(l *Locker, every, idle time.Duration) {
+	s := l.shared.nodes[0].hub.shards
+	s.sweepEvery, s.idleAfter = every, idle
+}
+
+// GrantChannel returns the channel on which l's waiters for the resource
+// whose lock key is lockKey are told of their grants.
+func GrantChannel(l *Locker, lockKey string) string {
+	return l.shared.nodes[0].hub.channelFor(lockKey)
 }

@@ -89,12 +89,13 @@ func (h *hub) entryFor(entry, lockKey string) string {
 }
 
 // liveFor reports whether a grant for lockKey's resource would reach this
-// Locker now; while it would not, waiters poll.
-func (h *hub) liveFor(lockKey string) bool {
+// Locker now; while it would not, waiters poll. until is when the caller
+// stops waiting.
+func (h *hub) liveFor(lockKey string, until time.Time) bool {
 	if h.shards == nil {
 		return h.live.Load()
 	}
-	return h.shards.liveOn(keyslot.Of(lockKey))
+	return h.shards.liveOn(keyslot.Of(lockKey), until)
 }
 
 // register adds a waiter for token, subscribing first if this is the first

@@ -20,6 +20,11 @@ import (
 // run in order: the last one fails a master over.
 func TestShardedGrants_OnRedisCluster(t *testing.T) { //nolint:tparallel // see above
 	t.Parallel()
+	// Registered first, so run last: go-redis retries a failed dial (to
+	// the master the last subtest kills) in a goroutine that sleeps a
+	// second between tries and only then sees its pool closed; goleak, at
+	// the end of the package, would report it.
+	t.Cleanup(func() { time.Sleep(1100 * time.Millisecond) })
 	cluster := redistest.Cluster(t, 3, 1)
 	newLocker := func(t *testing.T) *lock.Locker {
 		t.Helper()
@@ -65,6 +70,46 @@ func TestShardedGrants_OnRedisCluster(t *testing.T) { //nolint:tparallel // see 
 			require.Equal(t, sharded+1, sharded2, "the grant was not sent with SPUBLISH")
 			require.NoError(t, next.Release(t.Context()))
 		}
+	})
+
+	// A slot nobody of ours can be waiting on any more is unsubscribed
+	// (in Redis too), and a later wait there subscribes it again.
+	t.Run("AnIdleSlotIsUnsubscribedAndSubscribedAgain", func(t *testing.T) {
+		holder, waiter := newLocker(t), newLocker(t)
+		lock.SweepSlotsSoon(waiter, 20*time.Millisecond, 200*time.Millisecond)
+		brief, err := waiter.With(lock.Options{TTL: 10 * time.Second, Wait: 300 * time.Millisecond})
+		require.NoError(t, err)
+		r := onMaster(t, "idle", cluster.Masters()[2])
+		ch := lock.GrantChannel(waiter, lockKey(r))
+		rdb := cluster.Client(t)
+		// On the slot's master itself: the cluster client sends PUBSUB
+		// to any node.
+		master := cluster.MasterOf(ch).Client(t)
+		subscribers := func() int64 { return master.PubSubShardNumSub(t.Context(), ch).Val()[ch] }
+
+		lease, err := holder.Acquire(t.Context(), r)
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			_, err := brief.Acquire(t.Context(), r)
+			done <- err
+		}()
+		waitLive(t, waiter, 1)
+		require.Equal(t, int64(1), subscribers())
+		require.ErrorIs(t, receive(t, done), lock.ErrNotAcquired)
+		require.Eventually(t, func() bool {
+			slots, live := lock.SlotChannels(waiter)
+			return slots == 0 && live == 0 && subscribers() == 0
+		}, 5*time.Second, 10*time.Millisecond, "the idle slot stayed subscribed")
+
+		got := acquireInBackground(t, waiter, r)
+		waitQueued(t, rdb, lockKey(r), 1)
+		waitLive(t, waiter, 1)
+		released := time.Now()
+		require.NoError(t, lease.Release(t.Context()))
+		next := receive(t, got)
+		require.Less(t, time.Since(released), 2*time.Second, "the waiter was not told of its grant")
+		require.NoError(t, next.Release(t.Context()))
 	})
 
 	// An entry whose channel is in a slot of another master (none of ours

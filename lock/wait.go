@@ -144,7 +144,7 @@ func (a *acquisition) live(n *node, i int) bool {
 	if i >= len(a.resources) {
 		return n.hub.live.Load()
 	}
-	return n.hub.liveFor(a.keys[keysPer*i])
+	return n.hub.liveFor(a.keys[keysPer*i], a.start.Add(a.l.opts.Wait))
 }
 
 // confirm returns the validity of a grant counted from valid, or, when
