@@ -16,12 +16,17 @@ import (
 	"github.com/turnstilehq/turnstile/middleware"
 )
 
-// demoTicketTypes are scarce: the orders ask for about twice what there is.
+// demoTicketTypes are of two events, so that on Redis Cluster the ledger
+// spreads over two slots, as a shop's does; each event's largest type
+// comes last. They are scarce: an event's orders (half of them) ask for
+// about twice what there is of its largest type, and more of the others.
 func demoTicketTypes(orders int) []ledger.TicketType {
 	return []ledger.TicketType{
-		{ID: "gold", Name: "Gold circle", Capacity: int64(max(5, orders/15)), Price: 12_000, Currency: "EUR"},
-		{ID: "stand", Name: "Stand", Capacity: int64(max(10, orders/5)), Price: 6_500, Currency: "EUR"},
-		{ID: "floor", Name: "Floor", Capacity: int64(max(20, orders/2)), Price: 3_900, Currency: "EUR"},
+		{ID: "gold", Event: "arena", Name: "Gold circle", Capacity: int64(max(3, orders/30)), Price: 12_000, Currency: "EUR"},
+		{ID: "stand", Event: "arena", Name: "Stand", Capacity: int64(max(5, orders/10)), Price: 6_500, Currency: "EUR"},
+		{ID: "floor", Event: "arena", Name: "Floor", Capacity: int64(max(10, orders/4)), Price: 3_900, Currency: "EUR"},
+		{ID: "bar", Event: "club", Name: "Bar", Capacity: int64(max(5, orders/8)), Price: 5_500, Currency: "EUR"},
+		{ID: "dancefloor", Event: "club", Name: "Dance floor", Capacity: int64(max(10, 3*orders/10)), Price: 2_900, Currency: "EUR"},
 	}
 }
 
@@ -148,15 +153,27 @@ func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketTy
 	work := make(chan order)
 	go func() {
 		defer close(work)
+		var events []string
+		for _, tt := range types {
+			if !slices.Contains(events, tt.Event) {
+				events = append(events, tt.Event)
+			}
+		}
 		for i := range n {
+			// An order is of one event (jobs.ErrMixedEvents).
+			event, largest := events[l.rand.IntN(len(events))], ""
 			var items []ledger.Item
 			for _, tt := range types {
+				if tt.Event != event {
+					continue
+				}
+				largest = tt.ID
 				if l.rand.Float64() < 0.45 {
 					items = append(items, ledger.Item{TicketType: tt.ID, Quantity: 1 + l.rand.Int64N(3)})
 				}
 			}
 			if len(items) == 0 {
-				items = []ledger.Item{{TicketType: "floor", Quantity: 1}}
+				items = []ledger.Item{{TicketType: largest, Quantity: 1}}
 			}
 			select {
 			case work <- order{fmt.Sprintf("o-%04d", i), items}:
