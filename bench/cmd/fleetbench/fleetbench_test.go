@@ -129,3 +129,17 @@ func TestEfficiencies(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyKind(t *testing.T) {
+	t.Parallel()
+	for key, want := range map[string]string{
+		"turnstile:lock:{order:m-0000042}:fence":      "turnstile:lock:{order:<order>}:fence",
+		"turnstile:ledger:{ev-3}:order:m-0012345":     "turnstile:ledger:{ev-N}:order:<order>",
+		"asynq:{default}:processed:2026-11-30":        "asynq:{default}:processed:N-N-N",
+		"turnstile:gateway:{m-0000001}:idem:capture:": "turnstile:gateway:{<order>}:idem:capture:",
+	} {
+		if got := keyKind(key); got != want {
+			t.Errorf("keyKind(%q) = %q, want %q", key, got, want)
+		}
+	}
+}

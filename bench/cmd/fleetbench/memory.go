@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"time"
 
 	"github.com/turnstilehq/turnstile/jobs/ledger"
@@ -26,9 +27,12 @@ type memory struct {
 	Before        []nodeUsage `json:"before"`
 	After         []nodeUsage `json:"after"`
 	BytesPerOrder float64     `json:"bytes_per_order"`
-	KeysPerOrder  float64     `json:"keys_per_order"`
-	Seconds       float64     `json:"seconds"`
-	InvariantsOK  bool        `json:"invariants_ok"`
+	// KeyKinds counts the keys after the step by kind: each key with its
+	// order ID, event and other numbers replaced (see keyKind).
+	KeyKinds     map[string]int64 `json:"key_kinds"`
+	KeysPerOrder float64          `json:"keys_per_order"`
+	Seconds      float64          `json:"seconds"`
+	InvariantsOK bool             `json:"invariants_ok"`
 }
 
 // memoryStep checks out cfg.ordersForMemory orders, pays 85 % of them
@@ -105,6 +109,12 @@ func (b *bench) memoryStep(ctx context.Context, be *backend) (mem memory, err er
 		keys += mem.After[i].Keys - mem.Before[i].Keys
 	}
 	mem.BytesPerOrder = float64(bytes) / float64(mem.Orders)
+	mem.KeyKinds = map[string]int64{}
+	for _, n := range be.nodes {
+		if err := n.EachKey(ctx, func(k string) { mem.KeyKinds[keyKind(k)]++ }); err != nil {
+			return mem, err
+		}
+	}
 	mem.KeysPerOrder = float64(keys) / float64(mem.Orders)
 	progress("memory: %.0f bytes and %.2f keys per order; checking the invariants", mem.BytesPerOrder, mem.KeysPerOrder)
 	rep, err := s.check(ctx)
@@ -118,4 +128,16 @@ func (b *bench) memoryStep(ctx context.Context, be *backend) (mem memory, err er
 		return mem, fmt.Errorf("invariants violated: %+v", rep.Violations[:min(5, len(rep.Violations))])
 	}
 	return mem, nil
+}
+
+var (
+	orderIDs = regexp.MustCompile(`m-[0-9]{7}`)
+	numbers  = regexp.MustCompile(`[0-9]+`)
+)
+
+// keyKind names what a key is for: its order ID becomes <order> and any
+// other run of digits N, so that "turnstile:lock:{order:m-0000042}:fence"
+// counts as "turnstile:lock:{order:<order>}:fence".
+func keyKind(key string) string {
+	return numbers.ReplaceAllString(orderIDs.ReplaceAllString(key, "<order>"), "N")
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -130,5 +132,14 @@ func memoryTable(m memory) string {
 			float64(a.Keys-b.Keys)/float64(m.Orders), float64(a.Bytes-b.Bytes)/float64(m.Orders))
 	}
 	fmt.Fprintf(&sb, "| all | | | %.2f | %.0f |\n", m.KeysPerOrder, m.BytesPerOrder)
+	kinds := slices.SortedFunc(maps.Keys(m.KeyKinds), func(a, b string) int {
+		return cmp.Or(cmp.Compare(m.KeyKinds[b], m.KeyKinds[a]), strings.Compare(a, b))
+	})
+	sb.WriteString("\n| keys, by kind | count | per order |\n|---|---|---|\n")
+	for _, k := range kinds {
+		if n := m.KeyKinds[k]; float64(n) >= 0.01*float64(m.Orders) {
+			fmt.Fprintf(&sb, "| `%s` | %d | %.2f |\n", k, n, float64(n)/float64(m.Orders))
+		}
+	}
 	return sb.String()
 }

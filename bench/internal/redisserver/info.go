@@ -36,3 +36,16 @@ func (s *Server) FlushAll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// EachKey calls fn with every key in the server's database 0, by SCAN: a
+// key written meanwhile may be missed or seen twice.
+func (s *Server) EachKey(ctx context.Context, fn func(key string)) error {
+	iter := s.admin.Scan(ctx, 0, "", 1000).Iterator()
+	for iter.Next(ctx) {
+		fn(iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("SCAN on %s: %w", s.addr, err)
+	}
+	return nil
+}
