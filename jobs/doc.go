@@ -20,7 +20,10 @@
 // fencing tokens of the locks it holds, and send the notifications once the
 // locks are released. The worker's guard holds the order's lock; a job that
 // changes inventory takes the ticket types' inventory locks too, always
-// after the order's. The lock is what makes the sequence safe with a
-// gateway call in the middle: Service.NoLock runs it without, and Check
-// then finds what breaks.
+// after the order's. An order's ticket types are all of one event
+// (ErrMixedEvents otherwise), so that its commit, which touches the order
+// and those inventories, stays in the event's Redis Cluster slot; tasks
+// carry only the order ID, and the ledger finds the event from it. The
+// lock is what makes the sequence safe with a gateway call in the middle:
+// Service.NoLock runs it without, and Check then finds what breaks.
 package jobs

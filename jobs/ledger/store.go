@@ -396,7 +396,9 @@ func (s *Store) Order(ctx context.Context, id string, fences ...Fence) (*Order, 
 	return &o, nil
 }
 
-// Orders returns the IDs of every order, of every event, sorted.
+// Orders returns the IDs of every order, of every event, sorted. An event
+// is known by its ticket types, so an order committed under an event that
+// has none (Reserve never does that) is not listed.
 func (s *Store) Orders(ctx context.Context) ([]string, error) {
 	return s.members(ctx, "orders", "orders")
 }
