@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/worker"
 )
 
 // Issue 14: the demo on a real 3-master Redis Cluster, as a new user
@@ -88,4 +93,78 @@ func TestDemo_ThroughAClusterFailover(t *testing.T) {
 	cluster := redistest.Cluster(t, 3, 1)
 	url := "redis-cluster://" + strings.Join(cluster.Addrs(), ",")
 	demoThroughAFailover(t, url, func() { cluster.Kill(cluster.MasterOf("asynq:{default}")) })
+}
+
+// Issue 14: a worker, the enqueue command and the enqueue API on
+// redis-sentinel://, through a hard kill of the master. After the
+// promotion the same worker runs what both enqueue, and the test reports
+// the pause: from the kill to the first task run after it.
+func TestWorkerAndEnqueue_OnRedisSentinelThroughAFailover(t *testing.T) {
+	t.Parallel()
+	sentinel := redistest.Sentinel(t)
+	adminAddr := freeAddr(t)
+	const token = "test-admin-token-0123"
+	env := map[string]string{
+		"TURNSTILE_REDIS_URL":  "redis-sentinel://" + strings.Join(sentinel.SentinelAddrs(), ",") + "/" + sentinel.MasterName(),
+		"TURNSTILE_ADMIN_ADDR": adminAddr, "TURNSTILE_ADMIN_TOKEN": token, "TURNSTILE_POLL_INTERVAL": "10ms",
+	}
+	getenv := func(k string) string { return env[k] }
+	ran := make(chan string, 16)
+	types := []worker.TaskType{itemType(func(_ context.Context, t *asynq.Task) error {
+		ran <- string(t.Payload())
+		return nil
+	})}
+	ctx, stop := context.WithCancel(t.Context())
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		c := &cli{
+			ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types,
+			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
+		}
+		exited <- c.run([]string{"worker"})
+	}()
+	enqueue := func(item string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: getenv, taskTypes: types}
+		return c.run([]string{"enqueue", "test:item", "-json", `{"item":"` + item + `"}`}), stderr.String()
+	}
+	awaitRun := func(item string) time.Time {
+		t.Helper()
+		for {
+			select {
+			case got := <-ran:
+				if got == `{"item":"`+item+`"}` {
+					return time.Now()
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the worker did not run %s; its log:\n%s", item, logs.String())
+			}
+		}
+	}
+	code, stderr := enqueue("before")
+	require.Equal(t, exitOK, code, stderr)
+	awaitRun("before")
+
+	killed := time.Now()
+	sentinel.KillMaster()
+	promoted := time.Now()
+	code, stderr = enqueue("after")
+	require.Equal(t, exitOK, code, "enqueue on the promoted master: %s", stderr)
+	ranAfter := awaitRun("after")
+	t.Logf("promotion took %s; the first task after the kill ran %s after it",
+		promoted.Sub(killed).Round(time.Millisecond), ranAfter.Sub(killed).Round(time.Millisecond))
+	require.Eventually(t, func() bool {
+		code, _ := httpDo(t, http.MethodPost, "http://"+adminAddr+"/api/v1/tasks/test:item", token, `{"item":"http"}`)
+		return code == http.StatusCreated
+	}, 20*time.Second, 100*time.Millisecond, "the admin API did not enqueue after the failover")
+	awaitRun("http")
+
+	stop()
+	select {
+	case code := <-exited:
+		require.Equal(t, exitOK, code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not stop")
+	}
 }
