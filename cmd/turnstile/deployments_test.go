@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"strings"
@@ -108,26 +107,15 @@ func TestWorkerAndEnqueue_OnRedisSentinelThroughAFailover(t *testing.T) {
 		"TURNSTILE_REDIS_URL":  "redis-sentinel://" + strings.Join(sentinel.SentinelAddrs(), ",") + "/" + sentinel.MasterName(),
 		"TURNSTILE_ADMIN_ADDR": adminAddr, "TURNSTILE_ADMIN_TOKEN": token, "TURNSTILE_POLL_INTERVAL": "10ms",
 	}
-	getenv := func(k string) string { return env[k] }
 	ran := make(chan string, 16)
 	types := []worker.TaskType{itemType(func(_ context.Context, t *asynq.Task) error {
 		ran <- string(t.Payload())
 		return nil
 	})}
-	ctx, stop := context.WithCancel(t.Context())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		c := &cli{
-			ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types,
-			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
-		}
-		exited <- c.run([]string{"worker"})
-	}()
+	logs, stop := startWorkerCmd(t, env, types)
 	enqueue := func(item string) (int, string) {
-		var stdout, stderr bytes.Buffer
-		c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: getenv, taskTypes: types}
-		return c.run([]string{"enqueue", "test:item", "-json", `{"item":"` + item + `"}`}), stderr.String()
+		code, _, stderr := enqueueCmd(t, env, types, "test:item", "-json", `{"item":"`+item+`"}`)
+		return code, stderr
 	}
 	awaitRun := func(item string) time.Time {
 		t.Helper()
@@ -161,10 +149,4 @@ func TestWorkerAndEnqueue_OnRedisSentinelThroughAFailover(t *testing.T) {
 	awaitRun("http")
 
 	stop()
-	select {
-	case code := <-exited:
-		require.Equal(t, exitOK, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
 }

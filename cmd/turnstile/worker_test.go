@@ -65,29 +65,13 @@ func TestWorkerAndEnqueue(t *testing.T) {
 		"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms",
 		"TURNSTILE_ADMIN_ADDR": adminAddr, "TURNSTILE_ADMIN_TOKEN": token,
 	}
-	getenv := func(k string) string { return env[k] }
 	ran := make(chan string, 1)
 	types := []worker.TaskType{itemType(func(_ context.Context, t *asynq.Task) error {
 		ran <- string(t.Payload())
 		return nil
 	})}
-
-	ctx, stop := context.WithCancel(t.Context())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		c := &cli{
-			ctx: ctx, stdout: &logs, stderr: &logs, getenv: getenv, taskTypes: types,
-			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
-		}
-		exited <- c.run([]string{"worker"})
-	}()
-
-	enqueue := func(args ...string) (int, string, string) {
-		var stdout, stderr bytes.Buffer
-		c := &cli{ctx: t.Context(), stdout: &stdout, stderr: &stderr, getenv: getenv, taskTypes: types}
-		return c.run(append([]string{"enqueue"}, args...)), stdout.String(), stderr.String()
-	}
+	logs, stop := startWorkerCmd(t, env, types)
+	enqueue := func(args ...string) (int, string, string) { return enqueueCmd(t, env, types, args...) }
 	code, stdout, stderr := enqueue("test:item", "-json", `{"item":"a"}`, "-queue", "low", "-task-id", "item-a")
 	require.Equal(t, exitOK, code, stderr)
 	require.Equal(t, "item-a\n", stdout)
@@ -139,13 +123,42 @@ func TestWorkerAndEnqueue(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, code, "with a token, the dashboard needs it: %s", body)
 
 	stop()
-	select {
-	case code := <-exited:
-		require.Equal(t, exitOK, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
 	require.Contains(t, logs.String(), "worker starting")
+}
+
+// startWorkerCmd runs "turnstile worker" with env serving types. stop
+// ends it as SIGTERM would and fails the test unless it exits with 0
+// within 30 s.
+func startWorkerCmd(t *testing.T, env map[string]string, types []worker.TaskType) (logs *syncBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	logs = &syncBuffer{}
+	exited := make(chan int, 1)
+	go func() {
+		c := &cli{
+			ctx: ctx, stdout: logs, stderr: logs, getenv: func(k string) string { return env[k] }, taskTypes: types,
+			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
+		}
+		exited <- c.run([]string{"worker"})
+	}()
+	return logs, func() {
+		t.Helper()
+		cancel()
+		select {
+		case code := <-exited:
+			require.Equal(t, exitOK, code, logs.String())
+		case <-time.After(30 * time.Second):
+			t.Fatal("the worker did not stop")
+		}
+	}
+}
+
+// enqueueCmd runs "turnstile enqueue" with env and args.
+func enqueueCmd(t *testing.T, env map[string]string, types []worker.TaskType, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	c := &cli{ctx: t.Context(), stdout: &out, stderr: &errOut, getenv: func(k string) string { return env[k] }, taskTypes: types}
+	return c.run(append([]string{"enqueue"}, args...)), out.String(), errOut.String()
 }
 
 func freeAddr(t *testing.T) string {
