@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/turnstilehq/turnstile/bench/internal/redisserver"
 )
 
 const (
@@ -72,10 +74,11 @@ func startWorkers(ctx context.Context, bin, dir, url string, n, concurrency int)
 }
 
 func startWorker(ctx context.Context, bin, logPath, url string, concurrency int) (*workerProc, error) {
-	addr, err := freeAddr(ctx)
+	port, err := redisserver.FreePort(ctx)
 	if err != nil {
 		return nil, err
 	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	logFile, err := os.Create(logPath) //nolint:gosec // G304: a path in our own temporary directory.
 	if err != nil {
 		return nil, err
@@ -186,27 +189,4 @@ func workersCPU(ws []*workerProc) (time.Duration, error) {
 	return total, nil
 }
 
-func (w *workerProc) logTail() string {
-	b, err := os.ReadFile(w.log) //nolint:gosec // G703: the log file we created.
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	const tail = 2048
-	if len(b) > tail {
-		b = b[len(b)-tail:]
-	}
-	return string(b)
-}
-
-// freeAddr asks the kernel for a free 127.0.0.1 port. Another process
-// may take it before the worker binds it; the worker then fails to
-// start, and the run says so.
-func freeAddr(ctx context.Context) (string, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
-}
+func (w *workerProc) logTail() string { return redisserver.Tail(w.log) }

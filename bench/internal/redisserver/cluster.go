@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // clusterSettleTimeout bounds redis-cli's cluster creation and the wait
@@ -76,47 +72,23 @@ func startClusterNode(ctx context.Context, bin string) (*Server, error) {
 }
 
 func spawnClusterNode(ctx context.Context, bin string) (*Server, error) {
-	port, err := freePort(ctx)
+	port, err := FreePort(ctx)
 	if err != nil {
 		return nil, err
 	}
-	bus, err := freePort(ctx)
+	bus, err := FreePort(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if bus == port {
 		return nil, fmt.Errorf("the kernel gave port %d twice", port)
 	}
-	dir, err := os.MkdirTemp("", "fleetbench-redis-")
-	if err != nil {
-		return nil, err
-	}
-	//nolint:gosec,noctx // G204: bin is the user's -redis-server flag; no ctx: the server is killed by pid in Stop, not by a context.
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
-		"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-		"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
-	s := &Server{
-		cmd:    cmd,
-		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		dir:    dir,
-		exited: make(chan struct{}),
-	}
-	go func() {
-		_ = cmd.Wait() // the exit status of a killed server tells nothing
-		close(s.exited)
-	}()
-	s.admin = redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
-	if err := s.awaitReady(ctx); err != nil {
-		return nil, errors.Join(err, s.Stop())
-	}
-	return s, nil
+	return spawnOn(ctx, bin, port, func(dir string) []string {
+		return []string{
+			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+		}
+	})
 }
 
 // awaitOK polls every node until each reports cluster_state:ok and all

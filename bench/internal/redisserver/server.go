@@ -56,20 +56,31 @@ func Start(ctx context.Context, bin string) (*Server, error) {
 }
 
 func spawn(ctx context.Context, bin string) (*Server, error) {
-	port, err := freePort(ctx)
+	port, err := FreePort(ctx)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "lockbench-redis-")
+	return spawnOn(ctx, bin, port, nil)
+}
+
+// spawnOn starts bin on port in a temporary dir of its own, which keeps
+// any file redis-server writes out of the work tree, with the arguments
+// extra returns for that dir, and waits until it answers.
+func spawnOn(ctx context.Context, bin string, port int, extra func(dir string) []string) (*Server, error) {
+	dir, err := os.MkdirTemp("", "bench-redis-")
 	if err != nil {
 		return nil, err
 	}
-	// Its own dir keeps any file redis-server writes out of the work tree.
-	//nolint:gosec,noctx // G204: bin is the user's -redis-server flag; no ctx: the server is killed by pid in stop, not by a context.
-	cmd := exec.Command(bin,
+	args := []string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
+		"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"),
+	}
+	if extra != nil {
+		args = append(args, extra(dir)...)
+	}
+	//nolint:gosec,noctx // G204: bin is the user's -redis-server flag; no ctx: the server is killed by pid in Stop, not by a context.
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))
@@ -160,8 +171,12 @@ func infoField(info, name string) string {
 	return ""
 }
 
-func (s *Server) logTail() string {
-	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+func (s *Server) logTail() string { return Tail(filepath.Join(s.dir, "redis.log")) }
+
+// Tail returns the last 2 KiB of the log file at path, for an error
+// message about the process that wrote it.
+func Tail(path string) string {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: a log file the caller's process wrote.
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
@@ -172,9 +187,9 @@ func (s *Server) logTail() string {
 	return string(b)
 }
 
-// freePort asks the kernel for a free 127.0.0.1 port. Another process may
-// take it before redis-server binds it; Start retries then.
-func freePort(ctx context.Context) (int, error) {
+// FreePort asks the kernel for a free 127.0.0.1 port. Another process may
+// take it before the caller binds it: redis-server's Start retries then.
+func FreePort(ctx context.Context) (int, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
