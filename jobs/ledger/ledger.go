@@ -114,6 +114,12 @@ type Change struct {
 	// Outbox records notifications to send once the locks are released;
 	// one already recorded is left as it is.
 	Outbox []Notification
+	// RevokeAt, with Order, makes the order due for its revoke from then
+	// (Store.DueRevokes) until a commit of it without one. The revoke task
+	// a checkout schedules lives in the queue's Redis, which can lose it
+	// apart from this commit (another master on Cluster, a failover);
+	// this is how the order is found again.
+	RevokeAt time.Time
 }
 
 var (

@@ -48,10 +48,13 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 //	KEYS[3] -> outbox (hash id -> notification)  KEYS[4] -> the order's pending outbox set
 //	KEYS[5] -> the order, or the counter again when there is none
 //	KEYS[6 .. 5+nf] -> fence keys  KEYS[6+nf .. 5+nf+na] -> ticket type hashes
+//	KEYS[6+nf+na] -> the event's due revokes (sorted set: order ID by ms)
 //	ARGV[1] -> nf  ARGV[2] -> na  ARGV[3 .. 2+nf] -> tokens
 //	ARGV[3+nf .. 2+nf+na] -> available counts
 //	ARGV[3+nf+na] -> the order as JSON, or ''  ARGV[4+nf+na] -> its ID
-//	ARGV[5+nf+na] -> the event's number prefix  ARGV[6+nf+na ..] -> outbox pairs: id, JSON
+//	ARGV[5+nf+na] -> the event's number prefix
+//	ARGV[6+nf+na] -> when the order is due for its revoke, unix ms, or ''
+//	ARGV[7+nf+na ..] -> outbox pairs: id, JSON
 //
 // All keys are of one event. A fence key holds the highest token the store
 // has seen for its resource, in a fenced read or a commit. An order whose
@@ -82,8 +85,13 @@ if order ~= '' then
   end
   redis.call('SET', KEYS[5], order)
   redis.call('SADD', KEYS[2], id)
+  if ARGV[6 + nf + na] ~= '' then
+    redis.call('ZADD', KEYS[6 + nf + na], ARGV[6 + nf + na], id)
+  else
+    redis.call('ZREM', KEYS[6 + nf + na], id)
+  end
 end
-for i = 6 + nf + na, #ARGV, 2 do
+for i = 7 + nf + na, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('SADD', KEYS[4], ARGV[i])
   end
@@ -147,7 +155,12 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	for _, tt := range types {
 		args = append(args, ch.Available[tt])
 	}
-	args = append(args, orderJSON, orderID, numberPrefix(ev))
+	keys = append(keys, s.key(ev, "revokes"))
+	revokeAt := ""
+	if !ch.RevokeAt.IsZero() {
+		revokeAt = strconv.FormatInt(ch.RevokeAt.UnixMilli(), 10)
+	}
+	args = append(args, orderJSON, orderID, numberPrefix(ev), revokeAt)
 	for _, n := range ch.Outbox {
 		b, err := json.Marshal(n)
 		if err != nil {

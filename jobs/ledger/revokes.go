@@ -1,0 +1,35 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DueRevokes returns up to limit IDs of orders, of every event, whose
+// RevokeAt is at or before t and that no commit has taken off since: the
+// reserved orders whose payment window closed, whether or not their
+// revoke task still exists.
+func (s *Store) DueRevokes(ctx context.Context, t time.Time, limit int) ([]string, error) {
+	events, err := s.events(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: due revokes: %w", err)
+	}
+	var due []string
+	for _, ev := range events {
+		if len(due) >= limit {
+			break
+		}
+		ids, err := s.rdb.ZRangeByScore(ctx, s.key(ev, "revokes"), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(t.UnixMilli(), 10), Count: int64(limit - len(due)),
+		}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("ledger: due revokes of event %q: %w", ev, err)
+		}
+		due = append(due, ids...)
+	}
+	return due, nil
+}
