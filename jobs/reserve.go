@@ -108,7 +108,8 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: order %s: schedule its revoke: %w", o.ID, err)
 	}
-	if err := s.Store.Commit(ctx, fences, ledger.Change{Order: o, Available: avail}); err != nil {
+	change := ledger.Change{Order: o, Available: avail, RevokeAt: o.Created.Add(window)}
+	if err := s.Store.Commit(ctx, fences, change); err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
 	return o, nil
