@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -32,6 +34,11 @@ type shopIn struct {
 	Observer lock.Observer `optional:"true"`
 }
 
+// sweepEvery is how often a worker looks for reserved orders whose
+// revoke was lost, and how long after their payment window it waits for
+// the scheduled one first.
+const sweepEvery = time.Minute
+
 // serveShop gives a worker the shop's jobs, over the ledger and the
 // gateway simulator in the worker's own Redis, with a Locker for the
 // inventory locks the jobs take inside.
@@ -52,6 +59,12 @@ func serveShop() fx.Option {
 			return nil, err
 		}
 		svc := &jobs.Service{Store: ledger.New(rdb, ""), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
+		sweep, stopSweep := context.WithCancel(context.Background())
+		var sweeping sync.WaitGroup
+		lc.Append(fx.StartStopHook(
+			func() { sweeping.Go(func() { svc.SweepRevokesEvery(sweep, sweepEvery, sweepEvery) }) },
+			func() { stopSweep(); sweeping.Wait() },
+		))
 		return svc.TaskTypes(), nil
 	})
 }
