@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -423,6 +424,7 @@ func OpenRedis(ctx context.Context, cfg Config, logger *slog.Logger) (redis.Univ
 		rdb redis.UniversalClient
 		mr  *miniredis.Miniredis
 	)
+	opts.sizePool(cfg.Concurrency)
 	switch opts.Mode {
 	case RedisEmbedded:
 		mr = miniredis.NewMiniRedis()
@@ -432,7 +434,7 @@ func OpenRedis(ctx context.Context, cfg Config, logger *slog.Logger) (redis.Univ
 		}
 		logger.WarnContext(ctx, "no redis url: using embedded in-memory redis, all jobs and locks are lost on exit",
 			slog.String("addr", mr.Addr()), slog.String("set_env", envRedisURL))
-		rdb = redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		rdb = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: poolSize(0, cfg.Concurrency)})
 	case RedisSingle:
 		rdb = redis.NewClient(opts.Single)
 	case RedisSentinel:
@@ -460,6 +462,35 @@ func OpenRedis(ctx context.Context, cfg Config, logger *slog.Logger) (redis.Univ
 		warnEviction(ctx, rdb, logger)
 	}
 	return rdb, closeFn, nil
+}
+
+// poolHeadroom is the connections a worker needs beside its running
+// tasks: asynq's dequeue, heartbeat, forwarder, recoverer, janitor and
+// syncer loops, the admin server's reads, the guard's wake-ups.
+const poolHeadroom = 16
+
+// poolSize is the pool a URL's pool_size (set, when not 0) or a worker of
+// concurrency tasks needs: each running task may hold a connection while
+// it talks to Redis (a blocking command, a slow script), and with go-redis's
+// default of 10 per GOMAXPROCS a worker with more tasks than that made
+// them queue for one (TestOpenRedis_PoolCoversConcurrency: 1.9 s).
+func poolSize(set, concurrency int) int {
+	if set != 0 {
+		return set
+	}
+	return max(10*runtime.GOMAXPROCS(0), concurrency+poolHeadroom)
+}
+
+// sizePool applies poolSize to whichever client o describes.
+func (o *RedisOptions) sizePool(concurrency int) {
+	switch {
+	case o.Single != nil:
+		o.Single.PoolSize = poolSize(o.Single.PoolSize, concurrency)
+	case o.Failover != nil:
+		o.Failover.PoolSize = poolSize(o.Failover.PoolSize, concurrency)
+	case o.Cluster != nil:
+		o.Cluster.PoolSize = poolSize(o.Cluster.PoolSize, concurrency)
+	}
 }
 
 // OpenLockRedis opens a client to each of cfg.LockURLs and returns them

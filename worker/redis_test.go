@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -384,4 +387,37 @@ func TestOpenRedis_BadURL(t *testing.T) {
 	_, _, err := OpenRedis(t.Context(), cfg, nil)
 	require.ErrorContains(t, err, "invalid database number")
 	require.NotContains(t, err.Error(), "pw-Bad-5")
+}
+
+// Each running task may hold a connection while it talks to Redis (a
+// blocking command, a slow script), and asynq's own loops need theirs: a
+// pool smaller than the worker's concurrency made tasks queue for a
+// connection. go-redis's default is 10 per GOMAXPROCS; the worker sizes it
+// to its concurrency, unless the URL says otherwise.
+func TestOpenRedis_PoolCoversConcurrency(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Server(t)
+	cfg := DefaultConfig()
+	cfg.RedisURL, cfg.Concurrency = "redis://"+srv.Addr(), 10*runtime.GOMAXPROCS(0)+20
+	rdb, closeRedis, err := OpenRedis(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, closeRedis()) }()
+
+	// Every task slot busy in a blocking command: another command still
+	// gets a connection at once.
+	var wg sync.WaitGroup
+	for i := range cfg.Concurrency {
+		wg.Go(func() { _ = rdb.BLPop(t.Context(), time.Second, fmt.Sprint("empty-", i)).Err() })
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	require.NoError(t, rdb.Ping(t.Context()).Err())
+	require.Less(t, time.Since(start), 500*time.Millisecond, "a command waited for a pooled connection")
+	wg.Wait()
+
+	cfg.RedisURL += "?pool_size=3"
+	small, closeSmall, err := OpenRedis(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, closeSmall()) }()
+	require.Equal(t, 3, small.(*redis.Client).Options().PoolSize, "the URL's pool_size wins")
 }
