@@ -32,6 +32,11 @@ type Store struct {
 	// typeEvents and orderEvents cache the directory and the order index,
 	// which never change once written.
 	typeEvents, orderEvents *eventCache
+	// history is told of every fenced read and commit (see WithHistory).
+	history History
+	// mutants swaps scripts for broken ones, in tests only (export_test.go):
+	// they show that the history checker catches a store that is wrong.
+	mutants map[*redis.Script]*redis.Script
 }
 
 // New returns a Store in rdb under prefix (DefaultPrefix if empty).
@@ -168,7 +173,7 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 		}
 		args = append(args, n.ID, string(b))
 	}
-	number, err := commitScript.Run(ctx, s.rdb, keys, args...).Text()
+	number, err := s.runFenced(ctx, true, commitScript, fences, keys, args...).Text()
 	if err != nil {
 		if f, ok := staleFence(err, fences); ok {
 			return errStale("commit", f)
@@ -259,7 +264,7 @@ func (s *Store) fencedRead(ctx context.Context, script *redis.Script, event stri
 		keys = append(keys, s.key(event, "fence", f.Resource))
 		args = append(args, f.Token)
 	}
-	return script.Run(ctx, s.rdb, append(keys, key), args...)
+	return s.runFenced(ctx, false, script, fences, append(keys, key), args...)
 }
 
 func mapsKeys(m map[string]int64) func(func(string) bool) {
