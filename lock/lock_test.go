@@ -32,6 +32,9 @@ type backend struct {
 	client func(t *testing.T) redis.UniversalClient
 	// elapse lets d pass for the server's TTLs.
 	elapse func(d time.Duration)
+	// setClock, where the backend can, sets the server's clock (TIME):
+	// only miniredis's can be stepped back here.
+	setClock func(t time.Time)
 	// sharded runs the Lockers as on Redis Cluster, one script per slot,
 	// and fails the test on any script call whose keys span slots.
 	sharded bool
@@ -60,7 +63,8 @@ func TestLocker_Miniredis(t *testing.T) {
 			client: func(*testing.T) redis.UniversalClient {
 				return redis.NewClient(&redis.Options{Addr: mr.Addr()})
 			},
-			elapse: mr.FastForward,
+			elapse:   mr.FastForward,
+			setClock: mr.SetTime,
 		}
 	})
 }
@@ -465,6 +469,38 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.Greater(t, next.Fence(key), handed, "a fence was handed out twice")
 		require.NoError(t, next.Release(ctx))
 		require.ErrorIs(t, lease.Release(ctx), lock.ErrNotHeld)
+	})
+
+	// Issue 15, clocks: fences are seeded from the server's clock, and a
+	// clock behind the counter (stepped back, or a new master's lagging)
+	// must not take them back: the counter wins. Where the server's clock
+	// can be stepped (miniredis), it is, by an hour.
+	t.Run("FencesGrowWhenTheServerClockIsBehindTheCounter", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, lock.Config{})
+		ctx := t.Context()
+		fence := func() int64 {
+			t.Helper()
+			lease, err := b.locker.Acquire(ctx, key)
+			require.NoError(t, err)
+			require.NoError(t, lease.Release(ctx))
+			return lease.Fence(key)
+		}
+		first := fence()
+		// The counter an hour of microseconds ahead of the clock, as
+		// after the clock stepped back an hour.
+		ahead := first + time.Hour.Microseconds()
+		require.NoError(t, b.rdb.Set(ctx, lockKey+":fence", ahead, 0).Err())
+		second := fence()
+		require.Greater(t, second, ahead, "the clock, behind the counter, took the fence back")
+		if b.setClock == nil {
+			return
+		}
+		b.setClock(time.Now().Add(-time.Hour))
+		third := fence()
+		require.Greater(t, third, second, "a fence went back when the server's clock stepped back")
+		b.setClock(time.Now().Add(-2 * time.Hour))
+		require.Greater(t, fence(), third)
 	})
 
 	// Issue 12, item 14: PEXPIRE 0 deletes a key.
