@@ -30,7 +30,9 @@ const demoAbout = `Runs the shop on embedded Redis: a worker with the full middl
 and a generator of concurrent, conflicting orders, payments, duplicate
 webhooks, revokes, late payments and refunds. Ends with a summary and the
 invariant report; exits 1 if an invariant fails. -no-lock runs the same
-workload without locks, to show what they prevent.`
+workload without locks, to show what they prevent.
+
+` + historyAbout
 
 type demoFlags struct {
 	orders, concurrency int
@@ -138,7 +140,16 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 	if err != nil {
 		return err
 	}
-	store := ledger.New(rdb, prefix+"ledger:")
+	hist, closeHistory, err := openHistory(c.getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := closeHistory(); err != nil {
+			fmt.Fprintf(c.stderr, "demo: %v\n", err) // the summary is out; a gap in the history must not pass unseen
+		}
+	}()
+	store := ledger.New(rdb, prefix+"ledger:").WithHistory(hist)
 	svc := &jobs.Service{
 		Store: store, Gateway: gw, Locker: locker,
 		Client: asynq.NewClientFromRedisClient(rdb), PaymentWindow: time.Hour, NoLock: f.noLock,

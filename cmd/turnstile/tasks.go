@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 
+	"github.com/turnstilehq/turnstile/internal/history"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
 	"github.com/turnstilehq/turnstile/jobs/ledger"
@@ -32,6 +34,9 @@ type shopIn struct {
 	// Observer, such as the admin server's tracker, also watches the
 	// inventory locks when one is provided.
 	Observer lock.Observer `optional:"true"`
+	// History records the ledger's fenced reads and commits when
+	// TURNSTILE_HISTORY_FILE is set (see recordHistory).
+	History ledger.History `optional:"true"`
 }
 
 // sweepEvery is how often a worker looks for reserved orders whose
@@ -58,7 +63,7 @@ func serveShop() fx.Option {
 		if err != nil {
 			return nil, err
 		}
-		svc := &jobs.Service{Store: ledger.New(rdb, ""), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
+		svc := &jobs.Service{Store: ledger.New(rdb, "").WithHistory(in.History), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
 		sweep, stopSweep := context.WithCancel(context.Background())
 		var sweeping sync.WaitGroup
 		lc.Append(fx.StartStopHook(
@@ -66,5 +71,47 @@ func serveShop() fx.Option {
 			func() { stopSweep(); sweeping.Wait() },
 		))
 		return svc.TaskTypes(), nil
+	})
+}
+
+// envHistoryFile names the file that "turnstile worker" and "turnstile
+// demo" append every fenced ledger read and commit to, as JSON lines, for
+// the robustness suite's history check (internal/history). Workers may
+// share one file. Empty: nothing is recorded.
+const envHistoryFile = "TURNSTILE_HISTORY_FILE"
+
+// historyAbout is the variable's line in a command's help.
+const historyAbout = envHistoryFile + ", when set, names a file that every fenced ledger read and commit\nis appended to (JSON lines), for the robustness suite's history check."
+
+// openHistory opens the file TURNSTILE_HISTORY_FILE names. With the
+// variable unset it returns a nil History (the Store then records
+// nothing) and a close that does nothing.
+func openHistory(getenv func(string) string) (ledger.History, func() error, error) {
+	path := getenv(envHistoryFile)
+	if path == "" {
+		return nil, func() error { return nil }, nil
+	}
+	rec, err := history.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", envHistoryFile, err)
+	}
+	return rec, rec.Close, nil
+}
+
+// recordHistory gives serveShop the History of TURNSTILE_HISTORY_FILE,
+// closed when the app stops: after the worker, whose hook was appended
+// later, so the last job's operations are in it.
+func recordHistory(getenv func(string) string) fx.Option {
+	if getenv(envHistoryFile) == "" {
+		return fx.Options()
+	}
+	return fx.Provide(func(lc fx.Lifecycle, logger *slog.Logger) (ledger.History, error) {
+		h, closeHistory, err := openHistory(getenv)
+		if err != nil {
+			return nil, err
+		}
+		lc.Append(fx.StopHook(closeHistory))
+		logger.Info("recording fenced ledger operations", slog.String("file", getenv(envHistoryFile)))
+		return h, nil
 	})
 }
