@@ -45,6 +45,19 @@ type demoLoad struct {
 	reserved, soldOut int
 	enqueued, refused int
 	retried           int // steps tried again after a Redis error
+	// lost are the reserved orders a Redis crash took back: its last
+	// acknowledged writes, lost with the file it had not yet synced.
+	lost map[string]bool
+}
+
+// vanished notes that a reserved order is gone from the ledger.
+func (l *demoLoad) vanished(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = map[string]bool{}
+	}
+	l.lost[id] = true
 }
 
 // retryFor is how long a step of the load is retried after a Redis error
@@ -104,6 +117,10 @@ func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
 	p.phase("payments and revokes")
 	for _, id := range ids {
 		o, err := l.order(ctx, id)
+		if errors.Is(err, ledger.ErrNotFound) {
+			l.vanished(id)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -126,6 +143,10 @@ func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
 	p.phase("refunds and late payments")
 	for _, id := range ids {
 		o, err := l.order(ctx, id)
+		if errors.Is(err, ledger.ErrNotFound) {
+			l.vanished(id)
+			continue
+		}
 		if err != nil {
 			return err
 		}

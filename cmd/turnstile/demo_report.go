@@ -225,6 +225,9 @@ type orderSummary struct {
 	// Retried counts the load's steps (checkouts, reads, enqueues) tried
 	// again after a Redis error.
 	Retried int `json:"retried_after_redis_errors"`
+	// Lost counts reserved orders the ledger no longer has: a Redis crash
+	// lost the writes it had acknowledged last.
+	Lost int `json:"lost_to_a_redis_crash"`
 }
 
 // pauseSummary is the longest time the run finished no checkout and no
@@ -240,7 +243,7 @@ func newSummary(f demoFlags, load *demoLoad, stats *demoStats, reader *sdkmetric
 	s := &demoSummary{
 		OK: r.OK, Violations: r.Violations, Jobs: map[string]jobSummary{}, Locks: readLockStats(context.Background(), reader),
 		Seed: f.seed, NoLock: f.noLock, Seconds: took.Seconds(), Report: r,
-		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued, Retried: load.retried},
+		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued, Retried: load.retried, Lost: len(load.lost)},
 	}
 	if s.Violations == nil {
 		s.Violations = []jobs.Violation{}
@@ -280,6 +283,9 @@ func (s *demoSummary) print(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nlongest pause: %.0fms from %.1fs into the run; %d steps retried after a Redis error\n", s.Pause.Ms, s.Pause.AtMs/1000, s.Orders.Retried)
+	if s.Orders.Lost > 0 {
+		fmt.Fprintf(w, "%d reserved orders lost: Redis came back without its last acknowledged writes\n", s.Orders.Lost)
+	}
 	fmt.Fprintf(w, "locks: %d acquired, %d acquire calls found a lock held (a task that then waits for it makes two), %d busy retries (parked), %d lost leases, %d released after expiry\n",
 		s.Locks.Acquisitions, s.Locks.Contended, s.Locks.BusyRetries, s.Locks.LostLeases, s.Locks.NotHeld)
 	if s.OK {

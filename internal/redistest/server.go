@@ -39,7 +39,8 @@ const (
 // Process is a redis-server started by [Server] for one test, or a node of
 // a deployment started by [Cluster] or [Sentinel]. It listens on 127.0.0.1
 // on a port that stays the same across [Process.Stop] and [Process.Start],
-// keeps no data on disk, and is killed when the test ends.
+// keeps no data on disk unless [ServerWith] asks for it, and is killed
+// when the test ends.
 //
 // Its methods report failures with Fatalf on the test given to [Server],
 // so call them from the test's own goroutine. They are safe to call
