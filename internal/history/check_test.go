@@ -1,6 +1,7 @@
 package history_test
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -141,5 +142,63 @@ func TestCheck_BadRecords(t *testing.T) {
 			_, err := history.Check(records)
 			require.Error(t, err)
 		})
+	}
+}
+
+// simulated returns a history of n operations on one resource that a
+// correct store could give: each takes effect at its own instant, in
+// order, and its interval spans that instant by up to spread on each side,
+// so up to about 2*spread/step operations overlap. Tokens rise, and one
+// operation in four carries an older holder's token and is refused.
+func simulated(n int, spread int64) []history.Record {
+	const step = 10
+	rnd := rand.New(rand.NewPCG(1, 2)) //nolint:gosec // G404: a reproducible history
+	var out []history.Record
+	highest := int64(0)
+	for i := range n {
+		at := int64(i) * step
+		token := highest + 1 + rnd.Int64N(3)
+		if rnd.IntN(4) == 0 && highest > 1 {
+			token = highest - 1 - rnd.Int64N(highest-1)
+		}
+		outcome := ledger.OutcomeRefused
+		if token >= highest {
+			outcome, highest = ledger.OutcomeAccepted, token
+		}
+		out = append(out, rec(uint64(i+1), token, outcome, at-rnd.Int64N(spread), at+rnd.Int64N(spread)))
+	}
+	return out
+}
+
+func TestCheck_Simulated(t *testing.T) {
+	t.Parallel()
+	records := simulated(500, 80)
+	res, err := history.Check(records)
+	require.NoError(t, err)
+	require.True(t, res.OK(), res.String())
+	// One accepted late operation, no longer overlapping anything that
+	// could have come first, breaks it.
+	var last history.Record
+	for _, r := range records {
+		if r.Outcome == ledger.OutcomeAccepted {
+			last = r
+		}
+	}
+	late := rec(99999, last.Token-1, ledger.OutcomeAccepted, last.End+1000, last.End+1010)
+	res, err = history.Check(append(records, late))
+	require.NoError(t, err)
+	require.False(t, res.OK())
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(res.Violations()[0].Visualization)) })
+}
+
+// BenchmarkCheck is porcupine's time on one resource's 1000 operations,
+// about 16 in flight at once.
+func BenchmarkCheck(b *testing.B) {
+	records := simulated(1000, 80)
+	for b.Loop() {
+		res, err := history.Check(records)
+		if err != nil || !res.OK() {
+			b.Fatal(err, res)
+		}
 	}
 }

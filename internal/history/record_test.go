@@ -190,3 +190,17 @@ func recordChild(path string) int {
 		fmt.Println(op) // os.Stdout is unbuffered: reported means recorded
 	}
 }
+
+// BenchmarkRecorder_Record is what a fenced operation of one fence costs
+// its caller in recording: the pending and the done record, two writes.
+func BenchmarkRecorder_Record(b *testing.B) {
+	r, err := history.Create(filepath.Join(b.TempDir(), "history.jsonl"))
+	require.NoError(b, err)
+	b.Cleanup(func() { require.NoError(b, r.Close()) })
+	p, d := accessPair(1, 1)
+	p, d = p[:1], d[:1]
+	for b.Loop() {
+		r.Record(p)
+		r.Record(d)
+	}
+}
