@@ -54,8 +54,8 @@ type Record struct {
 	End   int64 `json:"end"`
 }
 
-// A Recorder appends records to a file, one write(2) per operation and no
-// buffer, so that a process killed with SIGKILL loses nothing it recorded,
+// A Recorder appends records to a file, one write(2) per call to Record
+// (an operation pending, then done) and no buffer, so that a process killed with SIGKILL loses nothing it recorded,
 // and several processes can append to one file (O_APPEND). It implements
 // ledger.History and is safe for concurrent use.
 type Recorder struct {
