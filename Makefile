@@ -1,7 +1,7 @@
 .DEFAULT_GOAL := help
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help test lint bench lockbench workerbench fleetbench demo
+.PHONY: help test lint bench lockbench workerbench fleetbench demo chaos
 
 help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
@@ -21,5 +21,7 @@ workerbench: ## Worker benchmark: bare asynq, the guard, the full chain, redsync
 	go run ./bench/cmd/workerbench
 fleetbench: ## Worker fleet of 1, 2, 4 processes on one redis-server and a 3-master cluster: tasks/s, p99, CPU per task, memory per order (about 8 min)
 	go run ./bench/cmd/fleetbench
+chaos:      ## Fault suite: 3 worker processes under SIGKILL and SIGSTOP, 3 seeded runs per fault kind, then a table (about 8 min; SEED=n repeats a seed)
+	CHAOS_LONG=true CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./chaos/
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo

@@ -1,0 +1,211 @@
+package chaos
+
+import (
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/jobs"
+	"github.com/turnstilehq/turnstile/jobs/gateway"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+	"github.com/turnstilehq/turnstile/lock"
+)
+
+// workers is how many worker processes each run starts.
+const workers = 3
+
+// scenario is one kind of run: which faults, how many, how much load.
+type scenario struct {
+	name   string
+	kinds  []faultKind
+	faults int
+	// rate is checkouts started per second; each brings 1-4 tasks.
+	rate float64
+	// minLoad is the shortest load; it also runs 2 s past the last fault.
+	minLoad time.Duration
+}
+
+// scenarios are the CI set (long: false) or make chaos's (long: true).
+func scenarios(long bool) []scenario {
+	n := func(short, long2 int) int {
+		if long {
+			return long2
+		}
+		return short
+	}
+	return []scenario{
+		{name: "None", rate: 20, minLoad: time.Duration(n(8, 30)) * time.Second},
+		{name: "Kill", kinds: []faultKind{faultKill}, faults: n(1, 3), rate: 20, minLoad: 8 * time.Second},
+		{name: "Pause", kinds: []faultKind{faultPause}, faults: n(1, 2), rate: 20, minLoad: 8 * time.Second},
+		{name: "Mixed", kinds: []faultKind{faultKill, faultPause}, faults: n(2, 4), rate: 20, minLoad: 8 * time.Second},
+	}
+}
+
+// envSeed is CHAOS_SEED, or one from the clock: printed either way, so a
+// failing run can be repeated with make chaos SEED=n.
+func envSeed(t *testing.T) uint64 {
+	t.Helper()
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		require.NoError(t, err, "CHAOS_SEED")
+		return seed
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// envBool reads a true/false variable; unset or not a bool is false.
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name)) // unset or not a bool: false
+	return b
+}
+
+// splitKnown sets apart the violations of a known defect, unless strict:
+// an order's notification never delivered, in a run that SIGKILLed a
+// worker. The jobs deliver an order's outbox only after a job that
+// committed releases its lock; a worker killed between the two leaves it
+// pending, and the task's retry, finding its change applied, returns
+// before delivering (jobs.Service.Refund's "a retry of a refund already
+// applied", Confirm's duplicate webhook), so only a later job on the
+// same order would deliver it.
+func splitKnown(vs []jobs.Violation, faults []fault, strict bool) (violations, known []jobs.Violation) {
+	killed := slices.ContainsFunc(faults, func(f fault) bool { return f.kind == faultKill })
+	for _, v := range vs {
+		if !strict && killed && v.Rule == jobs.RuleNotifications && strings.HasSuffix(v.Detail, "delivered 0 times") {
+			known = append(known, v)
+			continue
+		}
+		violations = append(violations, v)
+	}
+	return violations, known
+}
+
+// TestChaos runs each scenario (CHAOS_LONG: three times, with seeds seed,
+// seed+1, seed+2) against its own redis-server and worker fleet, and logs
+// the table.
+func TestChaos(t *testing.T) {
+	seed, long := envSeed(t), envBool("CHAOS_LONG")
+	t.Logf("chaos: seed %d (repeat with make chaos SEED=%d), long %v", seed, seed, long)
+	turnstileBin(t) // once, before the runs race for it
+	runs := 1
+	if long {
+		runs = 3
+	}
+	var (
+		mu      sync.Mutex
+		results []result
+		wg      sync.WaitGroup
+	)
+	for _, sc := range scenarios(long) {
+		// t.Run from goroutines: the scenarios all at once, not GOMAXPROCS
+		// at a time as t.Parallel would, since they mostly wait; a
+		// scenario's runs one after the other, to bound the processes.
+		wg.Go(func() {
+			for i := range runs {
+				runSeed := seed + uint64(i)
+				t.Run(sc.name+"/"+strconv.FormatUint(runSeed, 10), func(t *testing.T) {
+					r := runScenario(t, sc, runSeed)
+					mu.Lock()
+					results = append(results, r)
+					mu.Unlock()
+				})
+			}
+		})
+	}
+	wg.Wait()
+	t.Log("\n" + table(results))
+}
+
+// runScenario is one run: start, load under faults, wait, check.
+func runScenario(t *testing.T, sc scenario, seed uint64) result {
+	t.Helper()
+	ctx := t.Context()
+	srv := redistest.Server(t)
+	rdb := srv.Client(t)
+	fl := startFleet(t, srv.Addr(), workers)
+
+	locker, err := lock.New(rdb, lock.Config{TTL: shopLockTTL, Wait: shopLockTTL})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = locker.Close() })               // closing a test's client; nothing to report
+	gw, err := gateway.NewSimulator(rdb, gateway.Config{}) // the workers' prefix: Check reads their captures
+	require.NoError(t, err)
+	store := ledger.New(rdb, "") // the workers' prefix, as cmd/turnstile/tasks.go builds it
+	client := asynq.NewClientFromRedisClient(rdb)
+	inspect := asynq.NewInspectorFromRedisClient(rdb)
+	// Three times the demo's stock for as many checkouts: here paid orders
+	// keep their tickets for the whole run, and about a third still sell out.
+	types := shopTicketTypes(3 * int(sc.rate*sc.minLoad.Seconds()))
+	for _, tt := range types {
+		require.NoError(t, store.AddTicketType(ctx, tt))
+	}
+	ld := &load{
+		seed: seed, inspect: inspect, http: &http.Client{}, types: types,
+		// An hour's payment window: a revoke runs when the load makes it due.
+		svc: &jobs.Service{Store: store, Gateway: gw, Locker: locker, Client: client, PaymentWindow: time.Hour},
+	}
+	for _, p := range fl.procs {
+		ld.admins = append(ld.admins, p.admin)
+	}
+
+	steps := plan(seed, sc.kinds, sc.faults)
+	t.Logf("seed %d: %d workers, %d faults planned", seed, workers, len(steps))
+	stopLoad := make(chan struct{})
+	var faults []fault
+	var injectErr error
+	loadStart := time.Now()
+	go func() {
+		defer close(stopLoad)
+		faults, injectErr = inject(ctx, fl, locker, steps)
+		// The load goes on past the last fault, for its recovery.
+		select {
+		case <-ctx.Done():
+		case <-time.After(max(time.Until(loadStart.Add(sc.minLoad)), 2*time.Second)):
+		}
+	}()
+	started := ld.run(ctx, sc.rate, stopLoad)
+	loadEnd := time.Now()
+	require.NoError(t, injectErr, "seed %d", seed)
+	for _, f := range faults {
+		t.Logf("seed %d: %s", seed, f)
+	}
+
+	idle, err := waitIdle(ctx, inspect, idleBound)
+	require.NoError(t, err, "seed %d", seed)
+	require.NoError(t, fl.stopAll(), "seed %d", seed)
+
+	r := result{scenario: sc.name, seed: seed, started: started, faults: faults, idle: idle}
+	r.report, err = jobs.Check(ctx, store, gw)
+	require.NoError(t, err)
+	r.violations, r.knownUndelivered = splitKnown(r.report.Violations, faults, envBool("CHAOS_STRICT"))
+	r.tasks = checkTasks(inspect, ld.tasks)
+	r.logs, err = countLogs(fl.logFiles())
+	require.NoError(t, err)
+	r.leftovers, r.parkedIndexes, err = leftovers(ctx, rdb)
+	require.NoError(t, err)
+	r.measure(loadStart, loadEnd)
+	t.Logf("seed %d: %s", seed, r.summary(ld))
+
+	require.Empty(t, ld.errs, "seed %d: the load failed", seed)
+	for _, v := range r.knownUndelivered {
+		t.Logf("seed %d: KNOWN DEFECT, not failed unless CHAOS_STRICT: %s: %s: %s", seed, v.Subject, v.Rule, v.Detail)
+	}
+	require.Empty(t, r.violations, "seed %d: invariants", seed)
+	require.Empty(t, r.tasks.lost, "seed %d: tasks neither completed nor archived with a reason", seed)
+	require.Empty(t, r.leftovers, "seed %d: lock keys or parked lists outlived their TTLs", seed)
+	pausedMidJob := slices.ContainsFunc(faults, func(f fault) bool { return f.kind == faultPause && len(f.held) > 0 })
+	if pausedMidJob {
+		// The paused job woke past its lease: the guard cancelled it, or
+		// the ledger refused its late write. Neither: it went on as if
+		// it still held the lock.
+		require.Positive(t, r.logs.refused+r.logs.leaseLost, "seed %d: a job paused past its lease was neither cancelled nor refused", seed)
+	}
+	return r
+}

@@ -1,0 +1,199 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// shopQueues are the queues the workers serve (worker.DefaultQueues).
+var shopQueues = []string{"critical", "default", "low"}
+
+// idleBound is how long after the load the queues get to become idle. A
+// SIGKILLed worker's tasks stay active until asynq's recoverer moves them
+// to retry: their lease (30 s from the last heartbeat) must have run out
+// 30 s before a recoverer pass, which each worker runs once a minute, and
+// the retry then waits asynq's default delay (15-45 s, as "turnstile
+// worker" sets no other): 30+30+60+45 = 165 s at worst, plus a margin.
+const idleBound = 180 * time.Second
+
+// waitIdle polls until no queue has a pending, active or retry task and
+// none scheduled is due, and returns how long that took.
+func waitIdle(ctx context.Context, inspect *asynq.Inspector, bound time.Duration) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	for {
+		busy, err := busyTasks(inspect)
+		if err == nil && busy == "" {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %w)", bound, busy, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// busyTasks says what keeps the queues busy, or "" when they are idle.
+func busyTasks(inspect *asynq.Inspector) (string, error) {
+	var busy []string
+	known, err := inspect.Queues()
+	if err != nil {
+		return "queues", err
+	}
+	for _, q := range shopQueues {
+		if !slices.Contains(known, q) {
+			continue // nothing was ever enqueued to it
+		}
+		info, err := inspect.GetQueueInfo(q)
+		if err != nil {
+			return q, err
+		}
+		if n := info.Pending + info.Active + info.Retry; n > 0 {
+			busy = append(busy, fmt.Sprintf("%s: %d pending, %d active, %d retry", q, info.Pending, info.Active, info.Retry))
+		}
+		// The earliest scheduled task comes first.
+		sched, err := inspect.ListScheduledTasks(q, asynq.PageSize(1))
+		if err != nil {
+			return q, err
+		}
+		if len(sched) > 0 && sched[0].NextProcessAt.Before(time.Now()) {
+			busy = append(busy, fmt.Sprintf("%s: scheduled %s due since %s", q, sched[0].ID, sched[0].NextProcessAt.Format(time.RFC3339)))
+		}
+	}
+	return strings.Join(busy, "; "), nil
+}
+
+// taskOutcome is how the load's tasks ended.
+type taskOutcome struct {
+	completed, archived int
+	completedAt         []time.Time // of retained tasks, whole seconds (asynq's resolution)
+	completedOn         map[string][]time.Time
+	lost                []string // neither completed nor archived with a reason
+}
+
+// checkTasks finds every task the load enqueued: each must have completed
+// (a retained one is there as completed; a revoke, not retained, is gone,
+// which only completion does) or be archived with a reason.
+func checkTasks(inspect *asynq.Inspector, refs []taskRef) taskOutcome {
+	out := taskOutcome{completedOn: map[string][]time.Time{}}
+	for _, ref := range refs {
+		info, err := inspect.GetTaskInfo(ref.queue, ref.id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound) && !ref.retained:
+			out.completed++
+		case err != nil:
+			out.lost = append(out.lost, fmt.Sprintf("%s %s: %v", ref.queue, ref.id, err))
+		case info.State == asynq.TaskStateCompleted:
+			out.completed++
+			out.completedAt = append(out.completedAt, info.CompletedAt)
+			out.completedOn["order:"+ref.orderID] = append(out.completedOn["order:"+ref.orderID], info.CompletedAt)
+		case info.State == asynq.TaskStateArchived && info.LastErr != "":
+			out.archived++
+		default:
+			out.lost = append(out.lost, fmt.Sprintf("%s %s: %s (last error %q)", ref.queue, ref.id, info.State, info.LastErr))
+		}
+	}
+	return out
+}
+
+// logCounts are what the workers' JSON logs say about fencing.
+type logCounts struct {
+	refused   int // jobs whose fenced commit or read the ledger refused
+	leaseLost int // handlers cancelled because their lease was lost
+}
+
+// countLogs reads every worker log: a job refused by a fence fails with
+// an error wrapping ledger.ErrStaleFence, which the worker logs as "task
+// failed" with the error's text.
+func countLogs(files []string) (logCounts, error) {
+	var c logCounts
+	for _, path := range files {
+		f, err := os.Open(path) //nolint:gosec // G304: a worker log this test wrote in its temp dir
+		if err != nil {
+			return c, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			var rec struct {
+				Msg   string `json:"msg"`
+				Error string `json:"error"`
+			}
+			if json.Unmarshal(sc.Bytes(), &rec) != nil {
+				continue // a line that is not a record, such as a panic's
+			}
+			switch {
+			case rec.Msg == "task failed" && strings.Contains(rec.Error, "stale fencing token"):
+				c.refused++
+			case strings.HasPrefix(rec.Msg, "lease lost while the handler runs"):
+				c.leaseLost++
+			}
+		}
+		err = errors.Join(sc.Err(), f.Close())
+		if err != nil {
+			return c, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	return c, nil
+}
+
+// leftoverPatterns are the lock keys (lock, waiter queue, wanted mark; fence
+// counters are kept for good) and the parked lists and their index sets,
+// which must be gone once the queues are idle and the TTLs have run out.
+var leftoverPatterns = []string{"turnstile:lock:*", "asynq:*turnstile:parked*"}
+
+// parkedIndexTTL is the longest a parked-queues index set may outlive its
+// last parked task: middleware's parked TTL, its safety net (5 min) plus a
+// minute. The index only names queues to look in; the lists it names are
+// checked to be gone.
+const parkedIndexTTL = 6 * time.Minute
+
+// leftovers waits up to a lock TTL and a margin for the lock keys and
+// parked lists to go, and returns those that stay, with their TTLs. A
+// parked-queues index set with a TTL within parkedIndexTTL is counted in
+// indexes instead: it is bounded by design.
+func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes int, err error) {
+	deadline := time.Now().Add(shopLockTTL + 2*time.Second)
+	for {
+		left, indexes = nil, 0
+		for _, pattern := range leftoverPatterns {
+			iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+			for iter.Next(ctx) {
+				k := iter.Val()
+				if strings.HasSuffix(k, ":fence") {
+					continue
+				}
+				ttl := rdb.PTTL(ctx, k).Val()
+				if strings.HasPrefix(k, "asynq:turnstile:parked:{") && strings.HasSuffix(k, "}:queues") && ttl > 0 && ttl <= parkedIndexTTL {
+					indexes++
+					continue
+				}
+				left = append(left, fmt.Sprintf("%s (ttl %s)", k, ttl))
+			}
+			if err := iter.Err(); err != nil {
+				return nil, 0, err
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			slices.Sort(left)
+			return left, indexes, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

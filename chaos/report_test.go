@@ -1,0 +1,161 @@
+package chaos
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/turnstilehq/turnstile/jobs"
+)
+
+// result is one run's figures.
+type result struct {
+	scenario string
+	seed     uint64
+	started  int // checkouts
+	faults   []fault
+	idle     time.Duration // from the end of the load to idle queues
+	report   jobs.Report
+	// violations are the report's, but for knownUndelivered (see splitKnown).
+	violations, knownUndelivered []jobs.Violation
+	tasks                        taskOutcome
+	logs                         logCounts
+	leftovers                    []string
+	// parkedIndexes are parked-queues index sets still there, within
+	// their TTL (see leftovers).
+	parkedIndexes int
+
+	// rateClean and rateFault are retained tasks completed per second
+	// outside and inside fault windows during the load (NaN: no such time).
+	rateClean, rateFault float64
+	// recoveries are, per fault whose worker held order locks, the time
+	// from the fault's end until each of those orders had a task
+	// completed since the fault began (0: within the fault's last second).
+	recoveries []time.Duration
+	unmeasured int // faults with no retained task completing on a held order
+}
+
+// measure derives throughput and recovery from the completion times,
+// which asynq keeps in whole seconds: a fault's window is counted in whole
+// seconds, from the second its signal was sent to the second it ended.
+func (r *result) measure(loadStart, loadEnd time.Time) {
+	first, last := loadStart.Truncate(time.Second), loadEnd.Truncate(time.Second)
+	faulty := map[time.Time]bool{}
+	for _, f := range r.faults {
+		for s := f.at.Truncate(time.Second); !s.After(f.end); s = s.Add(time.Second) {
+			faulty[s] = true
+		}
+	}
+	var nFault, nClean int
+	for _, c := range r.tasks.completedAt {
+		switch {
+		case c.Before(first) || !c.Before(last):
+		case faulty[c]:
+			nFault++
+		default:
+			nClean++
+		}
+	}
+	secs := int(last.Sub(first) / time.Second)
+	r.rateClean = float64(nClean) / float64(secs-len(faulty))
+	r.rateFault = float64(nFault) / float64(len(faulty))
+	for _, f := range r.faults {
+		// Per order the worker held, its first completion since the
+		// fault began; the fault's recovery is the latest of those.
+		var latest time.Time
+		for _, res := range f.held {
+			var first time.Time
+			for _, c := range r.tasks.completedOn[res] {
+				if !c.Before(f.at.Truncate(time.Second)) && (first.IsZero() || c.Before(first)) {
+					first = c
+				}
+			}
+			if first.After(latest) {
+				latest = first
+			}
+		}
+		if latest.IsZero() {
+			r.unmeasured++
+			continue
+		}
+		r.recoveries = append(r.recoveries, max(0, latest.Sub(f.end)).Round(time.Second))
+	}
+}
+
+// summary is one line for the run's log.
+func (r *result) summary(l *load) string {
+	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost; "+
+		"%d late writes refused, %d leases lost; %d violations (%d known); %d leftovers (%d parked indexes within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
+		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost),
+		r.logs.refused, r.logs.leaseLost, len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
+		r.recoveries, r.unmeasured, r.idle.Round(time.Millisecond))
+}
+
+// table sums the runs by scenario, in scenario order.
+func table(results []result) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "fault\truns\tfaults\ttasks completed\tarchived\tlost\tlate writes refused\tleases lost\tinvariant violations\tknown undelivered\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
+	order := []string{}
+	for _, s := range scenarios(true) {
+		order = append(order, s.name)
+	}
+	for _, name := range order {
+		var (
+			runs, faults, completed, archived, lost, refused, leaseLost, violations, known, leftover int
+			clean, inFault                                                                           []float64
+			recoveries                                                                               []time.Duration
+			idle                                                                                     time.Duration
+		)
+		for _, r := range results {
+			if r.scenario != name {
+				continue
+			}
+			runs++
+			faults += len(r.faults)
+			completed += r.tasks.completed
+			archived += r.tasks.archived
+			lost += len(r.tasks.lost)
+			refused += r.logs.refused
+			leaseLost += r.logs.leaseLost
+			violations += len(r.violations)
+			known += len(r.knownUndelivered)
+			leftover += len(r.leftovers)
+			clean = append(clean, r.rateClean)
+			if len(r.faults) > 0 {
+				inFault = append(inFault, r.rateFault)
+			}
+			recoveries = append(recoveries, r.recoveries...)
+			idle = max(idle, r.idle)
+		}
+		if runs == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, faults, completed, archived, lost,
+			refused, leaseLost, violations, known, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
+	}
+	_ = tw.Flush() // into a strings.Builder, which does not fail
+	return b.String()
+}
+
+// median of the runs' rates, "-" for none.
+func median(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	slices.Sort(xs)
+	return fmt.Sprintf("%.1f", xs[len(xs)/2])
+}
+
+// p99 of the recoveries (nearest rank), "-" for none; with fewer than a
+// hundred faults it is their maximum.
+func p99(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	slices.Sort(ds)
+	i := (99*len(ds)+99)/100 - 1
+	return ds[min(i, len(ds)-1)].String()
+}
