@@ -3,6 +3,7 @@ package chaos
 import (
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnstilehq/turnstile/internal/history"
 	"github.com/turnstilehq/turnstile/internal/redistest"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
@@ -124,6 +126,22 @@ func TestChaos(t *testing.T) {
 	t.Log("\n" + table(results))
 }
 
+// plannedLoad is how long the load of a run with steps lasts at most: the
+// faults one after the other (a kill with its restart counted as 2 s),
+// then 2 s, and at least minLoad.
+func plannedLoad(sc scenario, steps []step) time.Duration {
+	d := 2 * time.Second
+	for _, s := range steps {
+		d += s.gap + midJobWait
+		if s.kind == faultPause {
+			d += s.pause
+		} else {
+			d += 2 * time.Second
+		}
+	}
+	return max(d, sc.minLoad)
+}
+
 // runScenario is one run: start, load under faults, wait, check.
 func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	t.Helper()
@@ -137,12 +155,19 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	t.Cleanup(func() { _ = locker.Close() })               // closing a test's client; nothing to report
 	gw, err := gateway.NewSimulator(rdb, gateway.Config{}) // the workers' prefix: Check reads their captures
 	require.NoError(t, err)
-	store := ledger.New(rdb, "") // the workers' prefix, as cmd/turnstile/tasks.go builds it
+	// The producer's checkouts take fences too: its history joins the
+	// workers' for the check.
+	producerHistory := filepath.Join(t.TempDir(), "history-producer.jsonl")
+	rec, err := history.Create(producerHistory)
+	require.NoError(t, err)
+	store := ledger.New(rdb, "").WithHistory(rec) // the workers' prefix, as cmd/turnstile/tasks.go builds it
 	client := asynq.NewClientFromRedisClient(rdb)
 	inspect := asynq.NewInspectorFromRedisClient(rdb)
-	// Three times the demo's stock for as many checkouts: here paid orders
-	// keep their tickets for the whole run, and about a third still sell out.
-	types := shopTicketTypes(3 * int(sc.rate*sc.minLoad.Seconds()))
+	// Three times the demo's stock for as many checkouts as the run is
+	// planned to start: here paid orders keep their tickets for the whole
+	// run, and about a third still sell out.
+	steps := plan(seed, sc.kinds, sc.faults)
+	types := shopTicketTypes(3 * int(sc.rate*plannedLoad(sc, steps).Seconds()))
 	for _, tt := range types {
 		require.NoError(t, store.AddTicketType(ctx, tt))
 	}
@@ -155,7 +180,6 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 		ld.admins = append(ld.admins, p.admin)
 	}
 
-	steps := plan(seed, sc.kinds, sc.faults)
 	t.Logf("seed %d: %d workers, %d faults planned", seed, workers, len(steps))
 	stopLoad := make(chan struct{})
 	var faults []fault
@@ -188,6 +212,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	r.tasks = checkTasks(inspect, ld.tasks)
 	r.logs, err = countLogs(fl.logFiles())
 	require.NoError(t, err)
+	require.NoError(t, rec.Close())
+	records, err := history.ReadFiles(append(fl.historyFiles(), producerHistory)...)
+	require.NoError(t, err)
+	r.history, err = history.Check(records)
+	require.NoError(t, err)
 	r.leftovers, r.parkedIndexes, err = leftovers(ctx, rdb)
 	require.NoError(t, err)
 	r.measure(loadStart, loadEnd)
@@ -198,6 +227,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 		t.Logf("seed %d: KNOWN DEFECT, not failed unless CHAOS_STRICT: %s: %s: %s", seed, v.Subject, v.Rule, v.Detail)
 	}
 	require.Empty(t, r.violations, "seed %d: invariants", seed)
+	require.True(t, r.history.OK(), "seed %d: fenced operations not linearizable: %s", seed, r.history)
 	require.Empty(t, r.tasks.lost, "seed %d: tasks neither completed nor archived with a reason", seed)
 	require.Empty(t, r.leftovers, "seed %d: lock keys or parked lists outlived their TTLs", seed)
 	pausedMidJob := slices.ContainsFunc(faults, func(f fault) bool { return f.kind == faultPause && len(f.held) > 0 })
@@ -205,7 +235,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 		// The paused job woke past its lease: the guard cancelled it, or
 		// the ledger refused its late write. Neither: it went on as if
 		// it still held the lock.
-		require.Positive(t, r.logs.refused+r.logs.leaseLost, "seed %d: a job paused past its lease was neither cancelled nor refused", seed)
+		require.Positive(t, r.history.Totals().Refused+r.logs.leaseLost, "seed %d: a job paused past its lease was neither cancelled nor refused", seed)
 	}
 	return r
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +76,7 @@ type proc struct {
 	exited      chan struct{}
 	incarnation int
 	logs        []string // one log file per incarnation
+	histories   []string // one history file per incarnation (TURNSTILE_HISTORY_FILE)
 }
 
 // fleet is the worker processes of one run.
@@ -155,6 +157,7 @@ func (p *proc) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	logPath := filepath.Join(p.dir, fmt.Sprintf("worker-%d.%d.log", p.slot, p.incarnation))
+	historyPath := filepath.Join(p.dir, fmt.Sprintf("history-%d.%d.jsonl", p.slot, p.incarnation))
 	p.incarnation++
 	logFile, err := os.Create(logPath) //nolint:gosec // G304: in the test's temp dir
 	if err != nil {
@@ -162,7 +165,7 @@ func (p *proc) start() error {
 	}
 	// ctx is the run's: when it ends the process is killed, as Cleanup would.
 	cmd := exec.CommandContext(p.ctx, p.bin, "worker") //nolint:gosec // G204: the binary built above, or CHAOS_BIN set by the developer
-	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, logFile, logFile
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(slices.Clone(p.env), "TURNSTILE_HISTORY_FILE="+historyPath), logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("chaos: start worker %d: %w", p.slot, err), logFile.Close())
 	}
@@ -172,7 +175,7 @@ func (p *proc) start() error {
 		_ = logFile.Close()
 		close(exited)
 	}()
-	p.cmd, p.exited, p.logs = cmd, exited, append(p.logs, logPath)
+	p.cmd, p.exited, p.logs, p.histories = cmd, exited, append(p.logs, logPath), append(p.histories, historyPath)
 	return nil
 }
 
@@ -291,6 +294,22 @@ func (f *fleet) logFiles() []string {
 	for _, p := range f.procs {
 		p.mu.Lock()
 		files = append(files, p.logs...)
+		p.mu.Unlock()
+	}
+	return files
+}
+
+// historyFiles are every incarnation's history files. One killed before
+// its first fenced operation may have none: those are left out.
+func (f *fleet) historyFiles() []string {
+	var files []string
+	for _, p := range f.procs {
+		p.mu.Lock()
+		for _, h := range p.histories {
+			if _, err := os.Stat(h); err == nil {
+				files = append(files, h)
+			}
+		}
 		p.mu.Unlock()
 	}
 	return files

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/turnstilehq/turnstile/internal/history"
 	"github.com/turnstilehq/turnstile/jobs"
 )
 
@@ -22,6 +23,7 @@ type result struct {
 	violations, knownUndelivered []jobs.Violation
 	tasks                        taskOutcome
 	logs                         logCounts
+	history                      history.Result // the ledger's fenced operations, checked
 	leftovers                    []string
 	// parkedIndexes are parked-queues index sets still there, within
 	// their TTL (see leftovers).
@@ -87,9 +89,9 @@ func (r *result) measure(loadStart, loadEnd time.Time) {
 // summary is one line for the run's log.
 func (r *result) summary(l *load) string {
 	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost; "+
-		"%d late writes refused, %d leases lost; %d violations (%d known); %d leftovers (%d parked indexes within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
+		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable; %d violations (%d known); %d leftovers (%d parked indexes within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
 		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost),
-		r.logs.refused, r.logs.leaseLost, len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
+		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
 		r.recoveries, r.unmeasured, r.idle.Round(time.Millisecond))
 }
 
@@ -97,17 +99,17 @@ func (r *result) summary(l *load) string {
 func table(results []result) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\truns\tfaults\ttasks completed\tarchived\tlost\tlate writes refused\tleases lost\tinvariant violations\tknown undelivered\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
+	fmt.Fprintln(tw, "fault\truns\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
 	order := []string{}
 	for _, s := range scenarios(true) {
 		order = append(order, s.name)
 	}
 	for _, name := range order {
 		var (
-			runs, faults, completed, archived, lost, refused, leaseLost, violations, known, leftover int
-			clean, inFault                                                                           []float64
-			recoveries                                                                               []time.Duration
-			idle                                                                                     time.Duration
+			runs, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, leftover int
+			clean, inFault                                                                                      []float64
+			recoveries                                                                                          []time.Duration
+			idle                                                                                                time.Duration
 		)
 		for _, r := range results {
 			if r.scenario != name {
@@ -118,7 +120,8 @@ func table(results []result) string {
 			completed += r.tasks.completed
 			archived += r.tasks.archived
 			lost += len(r.tasks.lost)
-			refused += r.logs.refused
+			refused += r.history.Totals().Refused
+			nonLinear += len(r.history.Violations())
 			leaseLost += r.logs.leaseLost
 			violations += len(r.violations)
 			known += len(r.knownUndelivered)
@@ -133,8 +136,8 @@ func table(results []result) string {
 		if runs == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, faults, completed, archived, lost,
-			refused, leaseLost, violations, known, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, faults, completed, archived, lost,
+			refused, leaseLost, violations, known, nonLinear, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
 	}
 	_ = tw.Flush() // into a strings.Builder, which does not fail
 	return b.String()
