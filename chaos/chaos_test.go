@@ -230,12 +230,6 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	require.True(t, r.history.OK(), "seed %d: fenced operations not linearizable: %s", seed, r.history)
 	require.Empty(t, r.tasks.lost, "seed %d: tasks neither completed nor archived with a reason", seed)
 	require.Empty(t, r.leftovers, "seed %d: lock keys or parked lists outlived their TTLs", seed)
-	pausedMidJob := slices.ContainsFunc(faults, func(f fault) bool { return f.kind == faultPause && len(f.held) > 0 })
-	if pausedMidJob {
-		// The paused job woke past its lease: the guard cancelled it, or
-		// the ledger refused its late write. Neither: it went on as if
-		// it still held the lock.
-		require.Positive(t, r.history.Totals().Refused+r.logs.leaseLost, "seed %d: a job paused past its lease was neither cancelled nor refused", seed)
-	}
+
 	return r
 }
