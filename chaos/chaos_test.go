@@ -114,10 +114,14 @@ func TestChaos(t *testing.T) {
 			for i := range runs {
 				runSeed := seed + uint64(i)
 				t.Run(sc.name+"/"+strconv.FormatUint(runSeed, 10), func(t *testing.T) {
-					r := runScenario(t, sc, runSeed)
-					mu.Lock()
-					results = append(results, r)
-					mu.Unlock()
+					r := result{scenario: sc.name, seed: runSeed}
+					defer func() { // a failed run's figures go in the table too
+						r.failed = t.Failed()
+						mu.Lock()
+						results = append(results, r)
+						mu.Unlock()
+					}()
+					runScenario(t, sc, runSeed, &r)
 				})
 			}
 		})
@@ -142,8 +146,9 @@ func plannedLoad(sc scenario, steps []step) time.Duration {
 	return max(d, sc.minLoad)
 }
 
-// runScenario is one run: start, load under faults, wait, check.
-func runScenario(t *testing.T, sc scenario, seed uint64) result {
+// runScenario is one run: start, load under faults, wait, check. It fills
+// r as it goes, so that a failed run's figures can still be reported.
+func runScenario(t *testing.T, sc scenario, seed uint64, r *result) {
 	t.Helper()
 	ctx := t.Context()
 	srv := redistest.Server(t)
@@ -202,10 +207,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	}
 
 	idle, err := waitIdle(ctx, inspect, idleBound)
+	r.idle = idle
 	require.NoError(t, err, "seed %d", seed)
 	require.NoError(t, fl.stopAll(), "seed %d", seed)
 
-	r := result{scenario: sc.name, seed: seed, started: started, faults: faults, idle: idle}
+	r.started, r.faults, r.idle = started, faults, idle
 	r.report, err = jobs.Check(ctx, store, gw)
 	require.NoError(t, err)
 	r.violations, r.knownUndelivered = splitKnown(r.report.Violations, faults, envBool("CHAOS_STRICT"))
@@ -230,6 +236,4 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	require.True(t, r.history.OK(), "seed %d: fenced operations not linearizable: %s", seed, r.history)
 	require.Empty(t, r.tasks.lost, "seed %d: tasks neither completed nor archived with a reason", seed)
 	require.Empty(t, r.leftovers, "seed %d: lock keys or parked lists outlived their TTLs", seed)
-
-	return r
 }

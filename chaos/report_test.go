@@ -14,6 +14,7 @@ import (
 // result is one run's figures.
 type result struct {
 	scenario string
+	failed   bool
 	seed     uint64
 	started  int // checkouts
 	faults   []fault
@@ -99,23 +100,26 @@ func (r *result) summary(l *load) string {
 func table(results []result) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\truns\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
+	fmt.Fprintln(tw, "fault\truns\tfailed\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
 	order := []string{}
 	for _, s := range scenarios(true) {
 		order = append(order, s.name)
 	}
 	for _, name := range order {
 		var (
-			runs, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, leftover int
-			clean, inFault                                                                                      []float64
-			recoveries                                                                                          []time.Duration
-			idle                                                                                                time.Duration
+			runs, failed, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, leftover int
+			clean, inFault                                                                                              []float64
+			recoveries                                                                                                  []time.Duration
+			idle                                                                                                        time.Duration
 		)
 		for _, r := range results {
 			if r.scenario != name {
 				continue
 			}
 			runs++
+			if r.failed {
+				failed++
+			}
 			faults += len(r.faults)
 			completed += r.tasks.completed
 			archived += r.tasks.archived
@@ -136,7 +140,7 @@ func table(results []result) string {
 		if runs == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, faults, completed, archived, lost,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, failed, faults, completed, archived, lost,
 			refused, leaseLost, violations, known, nonLinear, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
 	}
 	_ = tw.Flush() // into a strings.Builder, which does not fail
