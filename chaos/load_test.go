@@ -68,8 +68,11 @@ type load struct {
 }
 
 // retryFor bounds how long one step is retried after an error that
-// retrying may cure (Redis busy, a worker's API down).
-const retryFor = 30 * time.Second
+// retrying may cure (Redis busy, a worker's API down). A paused worker
+// keeps its place in the lock queues: each hand-off to one of its waiters
+// costs the lock's TTL (5 s) before the lock frees, and with a few of them
+// queued a checkout waited past 30 s (a CI run, seed 1796062190331302096).
+const retryFor = 90 * time.Second
 
 // retry runs step until it succeeds, final says its error is an answer,
 // ctx ends or retryFor passes. Every step retried is safe to repeat: a
