@@ -21,13 +21,14 @@ import (
 // fences records the highest token seen per resource with the read; both
 // refuse a token below that with ledger.ErrStaleFence; Deliver once per
 // notification; DueRevokes lists the orders a commit with RevokeAt made
-// due, until a commit without one).
+// due, until a commit without one, or PostponeRevoke moves it later).
 type Store interface {
 	Order(ctx context.Context, id string, fences ...ledger.Fence) (*ledger.Order, error)
 	TicketType(ctx context.Context, id string, fences ...ledger.Fence) (ledger.TicketType, int64, error)
 	Commit(ctx context.Context, fences []ledger.Fence, ch ledger.Change) error
 	Deliver(ctx context.Context, orderID string) (int, error)
 	DueRevokes(ctx context.Context, t time.Time, limit int) ([]string, error)
+	PostponeRevoke(ctx context.Context, orderID string, t time.Time) error
 }
 
 // A Service runs the shop's jobs over its ledger and payment gateway.

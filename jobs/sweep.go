@@ -19,8 +19,9 @@ const sweepBatch = 1000
 // it commits the order in the ledger's; where those are different masters
 // (Cluster) or a failover loses the queue's last writes, the task can be
 // lost while the order stays, its tickets held for good. A revoke task
-// that still exists, pending, retrying or archived, is left alone: its task
-// ID conflicts.
+// that still exists, pending, retrying or archived, is left alone (its
+// task ID conflicts) and its order looked at again a grace later, so that
+// such orders never fill a sweep's batch.
 func (s *Service) SweepRevokes(ctx context.Context, grace time.Duration) (int, error) {
 	due, err := s.Store.DueRevokes(ctx, time.Now().Add(-grace), sweepBatch)
 	if err != nil {
@@ -32,8 +33,14 @@ func (s *Service) SweepRevokes(ctx context.Context, grace time.Duration) (int, e
 		if err == nil {
 			_, err = s.Client.EnqueueContext(ctx, task)
 		}
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			err = s.Store.PostponeRevoke(ctx, id, time.Now().Add(max(grace, time.Minute)))
+			if err != nil {
+				return n, fmt.Errorf("jobs: sweep revokes: %w", err)
+			}
+			continue
+		}
 		switch {
-		case errors.Is(err, asynq.ErrTaskIDConflict):
 		case err != nil:
 			return n, fmt.Errorf("jobs: sweep revokes: order %s: %w", id, err)
 		default:

@@ -32,6 +32,11 @@ func TestSweepRevokes_ReschedulesALostRevoke(t *testing.T) {
 	ti, err := s.inspect.GetTaskInfo("default", "revoke:"+lost.ID)
 	require.NoError(t, err, "the lost revoke was not scheduled again")
 	require.Equal(t, jobs.KindRevoke, ti.Type)
+	// The order whose revoke exists is put back, not left at the head of
+	// the next sweep's batch.
+	due, err := s.svc.Store.DueRevokes(t.Context(), time.Now(), 10)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{lost.ID}, due, "an order whose revoke exists stayed due")
 
 	// The rescheduled revoke runs like the first would have.
 	for _, o := range []*ledger.Order{lost, kept} {
@@ -39,7 +44,7 @@ func TestSweepRevokes_ReschedulesALostRevoke(t *testing.T) {
 		require.Equal(t, ledger.StateRevoked, s.order(t, o.ID).State)
 	}
 	require.Equal(t, int64(9), s.goldLeft(t), "the paid order's ticket only")
-	due, err := s.svc.Store.DueRevokes(t.Context(), time.Now(), 10)
+	due, err = s.svc.Store.DueRevokes(t.Context(), time.Now(), 10)
 	require.NoError(t, err)
 	require.Empty(t, due, "a revoked order is no longer due")
 	require.True(t, s.check(t).OK)

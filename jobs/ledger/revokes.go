@@ -33,3 +33,19 @@ func (s *Store) DueRevokes(ctx context.Context, t time.Time, limit int) ([]strin
 	}
 	return due, nil
 }
+
+// PostponeRevoke makes an order that is still due for its revoke due
+// again at t instead: one whose revoke task exists (retrying, archived)
+// must not keep its place at the head of DueRevokes, or enough of them
+// would hide every order behind them. An order no longer due stays so.
+func (s *Store) PostponeRevoke(ctx context.Context, orderID string, t time.Time) error {
+	ev, err := s.orderEvent(ctx, orderID)
+	if err != nil {
+		return err
+	}
+	err = s.rdb.ZAddXX(ctx, s.key(ev, "revokes"), redis.Z{Score: float64(t.UnixMilli()), Member: orderID}).Err()
+	if err != nil {
+		return fmt.Errorf("ledger: postpone the revoke of order %s: %w", orderID, err)
+	}
+	return nil
+}
