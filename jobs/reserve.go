@@ -61,7 +61,7 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 	}
 	o := &ledger.Order{ID: orderID, Event: event, Items: items, State: ledger.StateReserved, Created: time.Now().UTC()}
 	o.Updated = o.Created
-	lease, fences, avail, err := s.inventory(ctx, o, -1)
+	lease, fences, change, err := s.inventory(ctx, o, -1)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}
@@ -89,7 +89,7 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 		} else if o.Currency != tt.Currency {
 			return nil, fmt.Errorf("jobs: reserve: ticket types in %s and %s in one order", o.Currency, tt.Currency)
 		}
-		if avail[it.TicketType] < 0 {
+		if change.Available[it.TicketType] < 0 {
 			return nil, fmt.Errorf("jobs: reserve %d of %s: %w", it.Quantity, it.TicketType, ErrSoldOut)
 		}
 		o.Amount += tt.Price * it.Quantity
@@ -108,7 +108,7 @@ func (s *Service) Reserve(ctx context.Context, orderID string, items []ledger.It
 	if err != nil {
 		return nil, fmt.Errorf("jobs: reserve: order %s: schedule its revoke: %w", o.ID, err)
 	}
-	change := ledger.Change{Order: o, Available: avail, RevokeAt: o.Created.Add(window)}
+	change.RevokeAt = o.Created.Add(window)
 	if err := s.Store.Commit(ctx, fences, change); err != nil {
 		return nil, fmt.Errorf("jobs: reserve: %w", err)
 	}

@@ -77,10 +77,11 @@ func (s *Service) load(ctx context.Context, kind, id string) (*ledger.Order, err
 // of the order lock, reads their availability (fenced by the inventory
 // locks) and moves the order's tickets by sign (+1 back to inventory, -1
 // out of it). It returns the lease to release, the fences of both locks,
-// and the new availability. Locks are always taken order first, then
-// inventory, so jobs cannot deadlock. Outside a guarded job (a checkout)
-// the lease takes the order lock too, all or none with the inventory.
-func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*lock.Lease, []ledger.Fence, map[string]int64, error) {
+// and a Change with the new availability and the counts it was computed
+// from. Locks are always taken order first, then inventory, so jobs
+// cannot deadlock. Outside a guarded job (a checkout) the lease takes the
+// order lock too, all or none with the inventory.
+func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*lock.Lease, []ledger.Fence, ledger.Change, error) {
 	fences := orderFence(ctx, o.ID)
 	var lease *lock.Lease
 	if !s.NoLock && s.Locker != nil {
@@ -90,25 +91,25 @@ func (s *Service) inventory(ctx context.Context, o *ledger.Order, sign int64) (*
 		}
 		var err error
 		if lease, err = s.Locker.Acquire(ctx, keys...); err != nil {
-			return nil, nil, nil, fmt.Errorf("inventory of order %s: %w", o.ID, err)
+			return nil, nil, ledger.Change{}, fmt.Errorf("inventory of order %s: %w", o.ID, err)
 		}
 		for _, r := range lease.Resources() {
 			fences = append(fences, ledger.Fence{Resource: r.String(), Token: lease.Fence(r)})
 		}
 	}
-	avail := map[string]int64{}
+	ch := ledger.Change{Order: o, Available: map[string]int64{}, AvailableWas: map[string]int64{}}
 	for _, it := range o.Items {
-		if _, ok := avail[it.TicketType]; !ok {
+		if _, ok := ch.Available[it.TicketType]; !ok {
 			_, n, err := s.Store.TicketType(ctx, it.TicketType, inventoryFence(lease, it.TicketType)...)
 			if err != nil {
 				s.release(ctx, lease)
-				return nil, nil, nil, err
+				return nil, nil, ledger.Change{}, err
 			}
-			avail[it.TicketType] = n
+			ch.Available[it.TicketType], ch.AvailableWas[it.TicketType] = n, n
 		}
-		avail[it.TicketType] += sign * it.Quantity
+		ch.Available[it.TicketType] += sign * it.Quantity
 	}
-	return lease, fences, avail, nil
+	return lease, fences, ch, nil
 }
 
 func inventoryKeys(o *ledger.Order) []lock.Resource {
@@ -217,13 +218,13 @@ func (s *Service) Confirm(ctx context.Context, a ConfirmArgs) error {
 
 // confirmRevoked takes a payment that arrived after its order was revoked.
 func (s *Service) confirmRevoked(ctx context.Context, o *ledger.Order) error {
-	lease, fences, avail, err := s.inventory(ctx, o, -1)
+	lease, fences, ch, err := s.inventory(ctx, o, -1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", KindConfirm, err)
 	}
 	defer s.release(ctx, lease)
 	fits := true
-	for _, n := range avail {
+	for _, n := range ch.Available {
 		fits = fits && n >= 0
 	}
 	p, err := s.Gateway.Capture(ctx, "capture:"+o.ID, o.ID, o.Amount, o.Currency)
@@ -231,11 +232,11 @@ func (s *Service) confirmRevoked(ctx context.Context, o *ledger.Order) error {
 		return fmt.Errorf("%s: capture order %s: %w", KindConfirm, o.ID, err)
 	}
 	o.Paid, o.PaymentID, o.Updated = p.Amount, p.ID, time.Now().UTC()
-	ch := ledger.Change{Order: o}
 	if fits {
 		o.State = ledger.StatePaid
-		ch.Available = avail
 		ch.Outbox = []ledger.Notification{note(o, "confirmed", "", "Your payment arrived late; your tickets are confirmed.")}
+	} else {
+		ch.Available, ch.AvailableWas = nil, nil
 	}
 	if err := s.Store.Commit(ctx, fences, ch); err != nil {
 		return fmt.Errorf("%s: order %s: %w", KindConfirm, o.ID, err)
@@ -276,11 +277,10 @@ func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
 		return errArchive("%s: order %s: refund of %d exceeds the %d paid and not yet refunded", KindRefund, o.ID, a.Amount, o.Paid-o.Refunded)
 	}
 	full := !late && o.Refunded+a.Amount == o.Paid
-	fences := orderFence(ctx, o.ID)
-	var avail map[string]int64
+	fences, ch := orderFence(ctx, o.ID), ledger.Change{Order: o}
 	if full {
 		var lease *lock.Lease
-		lease, fences, avail, err = s.inventory(ctx, o, +1)
+		lease, fences, ch, err = s.inventory(ctx, o, +1)
 		if err != nil {
 			return fmt.Errorf("%s: %w", KindRefund, err)
 		}
@@ -301,11 +301,8 @@ func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
 	default:
 		o.State = ledger.StatePartiallyRefunded
 	}
-	err = s.Store.Commit(ctx, fences, ledger.Change{
-		Order: o, Available: avail,
-		Outbox: []ledger.Notification{note(o, kind, a.RefundID, fmt.Sprintf("%d %s is on its way back to you.", a.Amount, a.Currency))},
-	})
-	if err != nil {
+	ch.Outbox = []ledger.Notification{note(o, kind, a.RefundID, fmt.Sprintf("%d %s is on its way back to you.", a.Amount, a.Currency))}
+	if err := s.Store.Commit(ctx, fences, ch); err != nil {
 		return fmt.Errorf("%s: order %s: %w", KindRefund, o.ID, err)
 	}
 	s.deliverAfterRelease(ctx, o.ID)
@@ -329,17 +326,14 @@ func (s *Service) Revoke(ctx context.Context, a RevokeArgs) error {
 		s.log().InfoContext(ctx, "revoke: order is not reserved, nothing to do", slog.String("order_id", o.ID), slog.String("state", string(o.State)))
 		return nil
 	}
-	lease, fences, avail, err := s.inventory(ctx, o, +1)
+	lease, fences, ch, err := s.inventory(ctx, o, +1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", KindRevoke, err)
 	}
 	defer s.release(ctx, lease)
 	o.State, o.Updated = ledger.StateRevoked, time.Now().UTC()
-	err = s.Store.Commit(ctx, fences, ledger.Change{
-		Order: o, Available: avail,
-		Outbox: []ledger.Notification{note(o, "revoked", "", "Your reservation expired.")},
-	})
-	if err != nil {
+	ch.Outbox = []ledger.Notification{note(o, "revoked", "", "Your reservation expired.")}
+	if err := s.Store.Commit(ctx, fences, ch); err != nil {
 		return fmt.Errorf("%s: order %s: %w", KindRevoke, o.ID, err)
 	}
 	s.deliverAfterRelease(ctx, o.ID)

@@ -24,8 +24,9 @@ const (
 	// OutcomeRefused: the token was lower than the highest the store had
 	// seen for the resource (ErrStaleFence); nothing was written.
 	OutcomeRefused Outcome = "refused"
-	// OutcomeAborted: another fence of the same operation was refused, so
-	// nothing was written for this one either, whatever its token.
+	// OutcomeAborted: another fence of the same operation was refused, or
+	// the commit found what it was computed from changed (ErrChanged), so
+	// nothing was written or recorded for this one, whatever its token.
 	OutcomeAborted Outcome = "aborted"
 	// OutcomeUnknown: Redis gave no answer (a network error, a timeout, a
 	// cancelled context), so the operation may or may not have run.
@@ -90,6 +91,7 @@ func (s *Store) runFenced(ctx context.Context, commit bool, script *redis.Script
 // or that it is pending.
 func accesses(op uint64, commit bool, fences []Fence, start, end time.Time, err error, pending bool) []Access {
 	stale, isStale := staleFence(err, fences)
+	_, isChanged := changed(err)
 	out := make([]Access, len(fences))
 	for i, f := range fences {
 		a := Access{Fence: f, Op: op, Commit: commit, Start: start, End: end, Outcome: OutcomeAccepted}
@@ -98,7 +100,7 @@ func accesses(op uint64, commit bool, fences []Fence, start, end time.Time, err 
 			a.Outcome = OutcomePending
 		case isStale && f == stale:
 			a.Outcome = OutcomeRefused
-		case isStale:
+		case isStale || isChanged:
 			a.Outcome = OutcomeAborted
 		case err != nil && !errors.Is(err, redis.Nil):
 			// redis.Nil is a read that found nothing, after the

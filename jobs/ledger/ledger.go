@@ -83,6 +83,10 @@ type Order struct {
 	PaymentID string    `json:"payment_id,omitempty"`
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
+
+	// read marks what Store.Order read, for Commit to check that it still
+	// stands (ErrChanged); empty for an order not read from a Store.
+	read string
 }
 
 // A Notification tells a customer about a transition. Its ID names the
@@ -111,6 +115,11 @@ type Change struct {
 	Order *Order
 	// Available sets ticket types' available counts.
 	Available map[string]int64
+	// AvailableWas holds, per ticket type of Available, the count it was
+	// computed from, as the writer read it: the commit is refused with
+	// ErrChanged when the store holds another. Writers set it for every
+	// count they change; a type without one is written unchecked.
+	AvailableWas map[string]int64
 	// Outbox records notifications to send once the locks are released;
 	// one already recorded is left as it is.
 	Outbox []Notification
@@ -127,6 +136,11 @@ var (
 	// than one the store has already seen for the resource: its holder's
 	// lock was taken over by a newer holder, which has read or written it.
 	ErrStaleFence = errors.New("ledger: stale fencing token")
+	// ErrChanged reports a commit refused because an order or a count it
+	// was computed from is no longer what the writer read: Redis lost
+	// acknowledged writes after the read. Nothing was written; a retry
+	// reads again.
+	ErrChanged = errors.New("ledger: changed since it was read")
 	// ErrNotFound reports an order or ticket type the store does not have.
 	ErrNotFound = errors.New("ledger: not found")
 	// ErrOtherEvent reports a change that spans events, or a new order

@@ -3,6 +3,8 @@ package ledger
 import (
 	"cmp"
 	"context"
+	"crypto/sha1" //nolint:gosec // G505: Redis scripts offer sha1hex; it compares, it protects nothing
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +49,8 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	}
 }
 
-// commitScript checks every fence, then writes the change.
+// commitScript checks every fence, then that what the change was
+// computed from is still there, then writes the change.
 //
 //	KEYS[1] -> order number counter  KEYS[2] -> set of order IDs
 //	KEYS[3] -> outbox (hash id -> notification)  KEYS[4] -> the order's pending outbox set
@@ -56,23 +59,37 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 //	KEYS[6+nf+na] -> the event's due revokes (sorted set: order ID by ms)
 //	ARGV[1] -> nf  ARGV[2] -> na  ARGV[3 .. 2+nf] -> tokens
 //	ARGV[3+nf .. 2+nf+na] -> available counts
-//	ARGV[3+nf+na] -> the order as JSON, or ''  ARGV[4+nf+na] -> its ID
-//	ARGV[5+nf+na] -> the event's number prefix
-//	ARGV[6+nf+na] -> when the order is due for its revoke, unix ms, or ''
-//	ARGV[7+nf+na ..] -> outbox pairs: id, JSON
+//	ARGV[3+nf+na .. 2+nf+2na] -> the counts they were computed from, or ''
+//	then, from o = 2+nf+2na: ARGV[o+1] -> the order as JSON, or ''
+//	ARGV[o+2] -> its ID  ARGV[o+3] -> the event's number prefix
+//	ARGV[o+4] -> when the order is due for its revoke, unix ms, or ''
+//	ARGV[o+5] -> SHA-1 of the order's JSON as it was read, or ''
+//	ARGV[o+6 ..] -> outbox pairs: id, JSON
 //
 // All keys are of one event. A fence key holds the highest token the store
 // has seen for its resource, in a fenced read or a commit. An order whose
-// JSON has an empty number gets the event's next one. Returns that number (empty when the order had one
-// or there is none), or an error reply "STALE <i>" naming the first stale
-// fence.
+// JSON has an empty number gets the event's next one. Returns that number
+// (empty when the order had one or there is none), or an error reply
+// "STALE <i>" naming the first stale fence, or "CHANGED <i>" naming the
+// first ticket type (0: the order) that is not what it was read as.
 var commitScript = redis.NewScript(`
 local nf, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local o = 2 + nf + 2 * na
 for i = 1, nf do
   local last = tonumber(redis.call('GET', KEYS[5 + i]) or '0')
   if tonumber(ARGV[2 + i]) < last then
     return redis.error_reply('STALE ' .. i)
   end
+end
+for i = 1, na do
+  local was = ARGV[2 + nf + na + i]
+  if was ~= '' and redis.call('HGET', KEYS[5 + nf + i], 'available') ~= was then
+    return redis.error_reply('CHANGED ' .. i)
+  end
+end
+if ARGV[o + 5] ~= '' then
+  local cur = redis.call('GET', KEYS[5])
+  if not cur or redis.sha1hex(cur) ~= ARGV[o + 5] then return redis.error_reply('CHANGED 0') end
 end
 for i = 1, nf do
   local last = tonumber(redis.call('GET', KEYS[5 + i]) or '0')
@@ -82,21 +99,21 @@ for i = 1, na do
   redis.call('HSET', KEYS[5 + nf + i], 'available', ARGV[2 + nf + i])
 end
 local number = ''
-local order, id = ARGV[3 + nf + na], ARGV[4 + nf + na]
+local order, id = ARGV[o + 1], ARGV[o + 2]
 if order ~= '' then
   if string.find(order, '"number":""', 1, true) then
-    number = ARGV[5 + nf + na] .. string.format('%06d', redis.call('INCR', KEYS[1]))
+    number = ARGV[o + 3] .. string.format('%06d', redis.call('INCR', KEYS[1]))
     order = string.gsub(order, '"number":""', '"number":"' .. number .. '"', 1)
   end
   redis.call('SET', KEYS[5], order)
   redis.call('SADD', KEYS[2], id)
-  if ARGV[6 + nf + na] ~= '' then
-    redis.call('ZADD', KEYS[6 + nf + na], ARGV[6 + nf + na], id)
+  if ARGV[o + 4] ~= '' then
+    redis.call('ZADD', KEYS[6 + nf + na], ARGV[o + 4], id)
   else
     redis.call('ZREM', KEYS[6 + nf + na], id)
   end
 end
-for i = 7 + nf + na, #ARGV, 2 do
+for i = o + 6, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('SADD', KEYS[4], ARGV[i])
   end
@@ -117,9 +134,19 @@ return number
 // without a Number) whose ID another event's order has taken: the jobs find
 // an order's event by its ID alone.
 //
-// Commit checks the fences and nothing else: the writer's lock makes its
-// read, the work in between and this write exclusive, and the fences make
-// a writer whose lock was taken over harmless, provided the writer read
+// With fences, Commit also refuses, with an error wrapping ErrChanged, a
+// change whose order (one read from the Store) or available counts
+// (AvailableWas) are no longer what they were read as. Under the writer's
+// lock nothing else changes them, so this catches a Redis that lost
+// acknowledged writes (a crash under appendfsync everysec, a failover, a
+// restart without persistence): the fences the lost read recorded went
+// with them, and the commit would otherwise land on a state it was not
+// computed from. A retry reads what stands now. Without fences nothing
+// is checked: no lock, no protection, as jobs.Service.NoLock shows.
+//
+// Beyond that Commit checks nothing: the writer's lock makes its read,
+// the work in between and this write exclusive, and the fences make a
+// writer whose lock was taken over harmless, provided the writer read
 // what it changes with the same fences (see Order).
 func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	ev, err := s.changeEvent(ctx, ch)
@@ -129,8 +156,11 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	if err := CheckEvent(ev); err != nil {
 		return fmt.Errorf("ledger: commit: %w", err)
 	}
-	orderKey, orderID, orderJSON := s.key(ev, "seq"), "", ""
+	orderKey, orderID, orderJSON, orderRead := s.key(ev, "seq"), "", "", ""
 	if ch.Order != nil {
+		if len(fences) > 0 {
+			orderRead = ch.Order.read
+		}
 		b, err := json.Marshal(ch.Order)
 		if err != nil {
 			return fmt.Errorf("ledger: commit: %w", err)
@@ -160,12 +190,19 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	for _, tt := range types {
 		args = append(args, ch.Available[tt])
 	}
+	for _, tt := range types {
+		was := ""
+		if n, ok := ch.AvailableWas[tt]; ok && len(fences) > 0 {
+			was = strconv.FormatInt(n, 10)
+		}
+		args = append(args, was)
+	}
 	keys = append(keys, s.key(ev, "revokes"))
 	revokeAt := ""
 	if !ch.RevokeAt.IsZero() {
 		revokeAt = strconv.FormatInt(ch.RevokeAt.UnixMilli(), 10)
 	}
-	args = append(args, orderJSON, orderID, numberPrefix(ev), revokeAt)
+	args = append(args, orderJSON, orderID, numberPrefix(ev), revokeAt, orderRead)
 	for _, n := range ch.Outbox {
 		b, err := json.Marshal(n)
 		if err != nil {
@@ -177,6 +214,13 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 	if err != nil {
 		if f, ok := staleFence(err, fences); ok {
 			return errStale("commit", f)
+		}
+		if i, ok := changed(err); ok && i <= len(types) {
+			what := "order " + orderID
+			if i > 0 {
+				what = "ticket type " + types[i-1]
+			}
+			return fmt.Errorf("ledger: commit: %s changed since it was read: %w", what, ErrChanged)
 		}
 		return fmt.Errorf("ledger: commit: %w", err)
 	}
@@ -201,6 +245,20 @@ func staleFence(err error, fences []Fence) (Fence, bool) {
 		return Fence{}, false
 	}
 	return fences[n-1], true
+}
+
+// changed returns the index that a commit's "CHANGED <i>" error reply
+// names (0: the order; i: the i-th ticket type), and whether err was one.
+func changed(err error) (int, bool) {
+	if err == nil {
+		return 0, false
+	}
+	i, ok := strings.CutPrefix(err.Error(), "CHANGED ")
+	if !ok {
+		return 0, false
+	}
+	n, convErr := strconv.Atoi(i)
+	return n, convErr == nil && n >= 0
 }
 
 // errStale is the error of an op refused for f.
@@ -265,6 +323,13 @@ func (s *Store) fencedRead(ctx context.Context, script *redis.Script, event stri
 		args = append(args, f.Token)
 	}
 	return s.runFenced(ctx, false, script, fences, append(keys, key), args...)
+}
+
+// readMark is what Commit compares an order's stored JSON with: the
+// script's redis.sha1hex of it, so the JSON is not sent back whole.
+func readMark(b []byte) string {
+	sum := sha1.Sum(b) //nolint:gosec // G401: a checksum to compare with Redis's sha1hex, not a secret
+	return hex.EncodeToString(sum[:])
 }
 
 func mapsKeys(m map[string]int64) func(func(string) bool) {
@@ -411,6 +476,7 @@ func (s *Store) Order(ctx context.Context, id string, fences ...Fence) (*Order, 
 	if err := json.Unmarshal(b, &o); err != nil {
 		return nil, fmt.Errorf("ledger: order %s: %w", id, err)
 	}
+	o.read = readMark(b)
 	return &o, nil
 }
 

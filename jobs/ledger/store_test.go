@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -167,6 +168,60 @@ func testStore(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 		require.ErrorIs(t, err, ledger.ErrNotFound)
 		_, _, err = s.TicketType(ctx, "nope", ledger.Fence{Resource: "ticket_type:nope:inventory", Token: 1})
 		require.ErrorIs(t, err, ledger.ErrNotFound)
+	})
+
+	t.Run("AChangeToWhatWasReadIsRefused", func(t *testing.T) {
+		// Redis that loses acknowledged writes (a crash under appendfsync
+		// everysec, a failover, a restart without persistence) can take
+		// back what a holder read while its fences still pass: the
+		// holder's read was lost with them. Its commit, computed from a
+		// state that no longer stands, must not land.
+		t.Parallel()
+		rdb := client(t)
+		s := ledger.New(rdb, "")
+		ctx := t.Context()
+		require.NoError(t, s.AddTicketType(ctx, ledger.TicketType{ID: "gold", Capacity: 10}))
+		ord := ledger.Fence{Resource: "order:o-1", Token: 7}
+		inv := ledger.Fence{Resource: "ticket_type:gold:inventory", Token: 7}
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{ord, inv}, ledger.Change{Order: newOrder("o-1"), Available: map[string]int64{"gold": 8}}))
+		before, err := rdb.Get(ctx, "turnstile:ledger:{ledger}:order:o-1").Result()
+		require.NoError(t, err)
+
+		o, err := s.Order(ctx, "o-1", ord)
+		require.NoError(t, err)
+		_, n, err := s.TicketType(ctx, "gold", inv)
+		require.NoError(t, err)
+		// Writes lost: the order as it was before the last commit, two
+		// tickets more available.
+		o2 := *o
+		o2.State = ledger.StatePaid
+		b, err := json.Marshal(&o2)
+		require.NoError(t, err)
+		require.NoError(t, rdb.Set(ctx, "turnstile:ledger:{ledger}:order:o-1", b, 0).Err())
+		o.State = ledger.StateRevoked
+		err = s.Commit(ctx, []ledger.Fence{ord, inv}, ledger.Change{Order: o, Available: map[string]int64{"gold": n + 2}, AvailableWas: map[string]int64{"gold": n}})
+		require.ErrorIs(t, err, ledger.ErrChanged, "an order changed since it was read")
+		require.Contains(t, err.Error(), "order o-1")
+		require.NoError(t, rdb.Set(ctx, "turnstile:ledger:{ledger}:order:o-1", before, 0).Err())
+		require.NoError(t, rdb.HSet(ctx, "turnstile:ledger:{ledger}:tt:gold", "available", n+2).Err())
+		err = s.Commit(ctx, []ledger.Fence{ord, inv}, ledger.Change{Order: o, Available: map[string]int64{"gold": n + 2}, AvailableWas: map[string]int64{"gold": n}})
+		require.ErrorIs(t, err, ledger.ErrChanged, "a count changed since it was read")
+		require.Contains(t, err.Error(), "ticket type gold")
+		got, err := s.Order(ctx, "o-1")
+		require.NoError(t, err)
+		require.Equal(t, ledger.StateReserved, got.State, "a refused commit wrote the order")
+
+		// Gone altogether (a restart without persistence): refused too.
+		require.NoError(t, rdb.Del(ctx, "turnstile:ledger:{ledger}:order:o-1").Err())
+		err = s.Commit(ctx, []ledger.Fence{ord}, ledger.Change{Order: o})
+		require.ErrorIs(t, err, ledger.ErrChanged, "an order gone since it was read")
+		require.NoError(t, rdb.Set(ctx, "turnstile:ledger:{ledger}:order:o-1", before, 0).Err())
+
+		// As read: the commit lands.
+		require.NoError(t, s.Commit(ctx, []ledger.Fence{ord, inv}, ledger.Change{Order: o, Available: map[string]int64{"gold": n + 4}, AvailableWas: map[string]int64{"gold": n + 2}}))
+		got, err = s.Order(ctx, "o-1")
+		require.NoError(t, err)
+		require.Equal(t, ledger.StateRevoked, got.State)
 	})
 
 	t.Run("NotificationsAreSentOnce", func(t *testing.T) {
