@@ -1,6 +1,8 @@
 package jobs_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -257,4 +259,56 @@ func TestCheck_FindsViolations(t *testing.T) {
 	}
 	require.True(t, rules[jobs.RuleInventory], "%+v", r.Violations)
 	require.True(t, rules[jobs.RuleMoney], "%+v", r.Violations)
+}
+
+// lostDelivery is a Store whose Deliver fails while lose is set: a worker
+// killed after its commit, before its locks were released.
+type lostDelivery struct {
+	jobs.Store
+	lose bool
+}
+
+func (s *lostDelivery) Deliver(ctx context.Context, orderID string) (int, error) {
+	if s.lose {
+		return 0, errors.New("killed before delivery")
+	}
+	return s.Store.Deliver(ctx, orderID)
+}
+
+// A job killed between its commit and its delivery is retried; the retry
+// finds its change applied and returns early, and must deliver then, or
+// the customer never hears of it.
+func TestJobs_ARetryDeliversWhatItsKilledTryCommitted(t *testing.T) {
+	t.Parallel()
+	s := miniShop(t)
+	store := &lostDelivery{Store: s.svc.Store}
+	s.svc.Store = store
+	delivered := func(id string) int64 {
+		_, counts, err := s.store.Outbox(t.Context())
+		require.NoError(t, err)
+		return counts[id]
+	}
+	for _, tc := range []struct {
+		name, note string
+		job        func(o *ledger.Order) error
+	}{
+		{"Confirm", ":confirmed", func(o *ledger.Order) error { return s.confirm(t, o, "wh-1") }},
+		{"Refund", ":refunded:r-1", func(o *ledger.Order) error {
+			return run(t, s, o.ID, s.svc.Refund, jobs.RefundArgs{OrderID: o.ID, RefundID: "r-1", Amount: 100, Currency: o.Currency})
+		}},
+		{"Revoke", ":revoked", func(o *ledger.Order) error {
+			return run(t, s, o.ID, s.svc.Revoke, jobs.RevokeArgs{OrderID: o.ID})
+		}},
+	} {
+		o := s.reserve(t, "o-"+tc.name, gold(1))
+		if tc.name == "Refund" {
+			require.NoError(t, s.confirm(t, o, "wh-0"))
+		}
+		store.lose = true
+		require.NoError(t, tc.job(o), "the commit lands; the delivery is lost")
+		require.Zero(t, delivered(o.ID+tc.note), tc.name)
+		store.lose = false
+		require.NoError(t, tc.job(o), "the retry")
+		require.Equal(t, int64(1), delivered(o.ID+tc.note), "%s: the retry must deliver", tc.name)
+	}
 }

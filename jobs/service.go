@@ -197,6 +197,7 @@ func (s *Service) Confirm(ctx context.Context, a ConfirmArgs) error {
 	switch {
 	case slices.Contains(paidStates(), o.State):
 		s.log().InfoContext(ctx, "duplicate payment webhook: order already paid", slog.String("order_id", o.ID), slog.String("webhook_id", a.WebhookID))
+		s.deliverAfterRelease(ctx, o.ID) // the try that committed may have died before it delivered
 		return nil
 	case o.State == ledger.StateRevoked:
 		return s.confirmRevoked(ctx, o)
@@ -265,7 +266,10 @@ func (s *Service) Refund(ctx context.Context, a RefundArgs) error {
 		return err
 	}
 	if slices.Contains(o.Refunds, a.RefundID) {
-		return nil // a retry of a refund already applied
+		// A retry of a refund already applied, whose try may have died
+		// before it delivered.
+		s.deliverAfterRelease(ctx, o.ID)
+		return nil
 	}
 	late := o.State == ledger.StateRevoked
 	switch {
@@ -324,6 +328,7 @@ func (s *Service) Revoke(ctx context.Context, a RevokeArgs) error {
 	}
 	if o.State != ledger.StateReserved {
 		s.log().InfoContext(ctx, "revoke: order is not reserved, nothing to do", slog.String("order_id", o.ID), slog.String("state", string(o.State)))
+		s.deliverAfterRelease(ctx, o.ID) // a revoke's own retry, or the job that moved it on, may have died before it delivered
 		return nil
 	}
 	lease, fences, ch, err := s.inventory(ctx, o, +1)
