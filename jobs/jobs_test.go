@@ -248,8 +248,16 @@ func TestCheck_FindsViolations(t *testing.T) {
 	require.NoError(t, s.confirm(t, o, "wh"))
 	// A second writer that read "10 available" before the reservation.
 	require.NoError(t, s.svc.Store.Commit(t.Context(), nil, ledger.Change{Available: map[string]int64{"gold": 9}}))
-	// Money moved behind the ledger's back.
-	_, err := s.gw.Capture(t.Context(), "stray", "o-stray", 100, "EUR")
+	// The ledger says more was refunded than the gateway refunded.
+	ahead := s.order(t, "o-1")
+	ahead.Refunded = 100
+	require.NoError(t, s.svc.Store.Commit(t.Context(), nil, ledger.Change{Order: ahead}))
+	// Money moved that the ledger lost track of: a lost webhook, and a
+	// capture for an order the ledger lost altogether.
+	behind := s.reserve(t, "o-2", gold(1))
+	_, err := s.gw.Capture(t.Context(), "capture:o-2", "o-2", behind.Amount, "EUR")
+	require.NoError(t, err)
+	_, err = s.gw.Capture(t.Context(), "stray", "o-stray", 100, "EUR")
 	require.NoError(t, err)
 	r := s.check(t)
 	require.False(t, r.OK)
@@ -259,6 +267,12 @@ func TestCheck_FindsViolations(t *testing.T) {
 	}
 	require.True(t, rules[jobs.RuleInventory], "%+v", r.Violations)
 	require.True(t, rules[jobs.RuleMoney], "%+v", r.Violations)
+	require.Len(t, r.Violations, 2, "%+v", r.Violations)
+	var unreconciled []string
+	for _, v := range r.Unreconciled {
+		unreconciled = append(unreconciled, v.Subject)
+	}
+	require.ElementsMatch(t, []string{"order o-2", "order o-stray"}, unreconciled, "%+v", r.Unreconciled)
 }
 
 // lostDelivery is a Store whose Deliver fails while lose is set: a worker

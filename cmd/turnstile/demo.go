@@ -13,7 +13,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -136,7 +138,18 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 		return err
 	}
 	defer func() { _ = locker.Close() }()
-	gw, err := gateway.NewSimulator(rdb, gateway.Config{Prefix: prefix + "gateway:", Latency: 2 * time.Millisecond, FailureRate: 0.02, Seed: f.seed})
+	// The gateway is a third party: its books live apart from the shop's,
+	// in memory, so that a crash or failover that takes writes back from
+	// the shop's Redis does not take back its captures, as a real one's
+	// would not.
+	books := miniredis.NewMiniRedis()
+	if err := books.StartAddr("127.0.0.1:0"); err != nil {
+		return fmt.Errorf("demo: start the gateway's redis: %w", err)
+	}
+	defer books.Close()
+	booksClient := redis.NewClient(&redis.Options{Addr: books.Addr()})
+	defer func() { _ = booksClient.Close() }()
+	gw, err := gateway.NewSimulator(booksClient, gateway.Config{Prefix: prefix + "gateway:", Latency: 2 * time.Millisecond, FailureRate: 0.02, Seed: f.seed})
 	if err != nil {
 		return err
 	}

@@ -197,16 +197,19 @@ func (p *progress) done() {
 
 // demoSummary is what the demo prints, and with -json its JSON.
 type demoSummary struct {
-	OK         bool                  `json:"invariants_ok"`
-	Violations []jobs.Violation      `json:"violations"`
-	Jobs       map[string]jobSummary `json:"jobs"`
-	Locks      lockStats             `json:"locks"`
-	Orders     orderSummary          `json:"orders"`
-	Pause      pauseSummary          `json:"longest_pause"`
-	Seed       uint64                `json:"seed"`
-	NoLock     bool                  `json:"no_lock"`
-	Seconds    float64               `json:"seconds"`
-	Report     jobs.Report           `json:"-"`
+	OK         bool             `json:"invariants_ok"`
+	Violations []jobs.Violation `json:"violations"`
+	// Unreconciled are orders whose money the gateway moved and the
+	// ledger lost track of (jobs.Report.Unreconciled).
+	Unreconciled []jobs.Violation      `json:"unreconciled"`
+	Jobs         map[string]jobSummary `json:"jobs"`
+	Locks        lockStats             `json:"locks"`
+	Orders       orderSummary          `json:"orders"`
+	Pause        pauseSummary          `json:"longest_pause"`
+	Seed         uint64                `json:"seed"`
+	NoLock       bool                  `json:"no_lock"`
+	Seconds      float64               `json:"seconds"`
+	Report       jobs.Report           `json:"-"`
 }
 
 type jobSummary struct {
@@ -245,8 +248,12 @@ func newSummary(f demoFlags, load *demoLoad, stats *demoStats, reader *sdkmetric
 		Seed: f.seed, NoLock: f.noLock, Seconds: took.Seconds(), Report: r,
 		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued, Retried: load.retried, Lost: len(load.lost)},
 	}
+	s.Unreconciled = r.Unreconciled
 	if s.Violations == nil {
 		s.Violations = []jobs.Violation{}
+	}
+	if s.Unreconciled == nil {
+		s.Unreconciled = []jobs.Violation{}
 	}
 	stats.mu.Lock()
 	defer stats.mu.Unlock()
@@ -292,11 +299,22 @@ func (s *demoSummary) print(w io.Writer) {
 		fmt.Fprintf(w, "invariants: OK (%d orders, %d ticket types)\n", s.Report.Orders, s.Report.TicketTypes)
 		return
 	}
-	fmt.Fprintf(w, "invariants: %d VIOLATED\n", len(s.Violations))
-	for i, v := range s.Violations {
+	if len(s.Violations) > 0 {
+		fmt.Fprintf(w, "invariants: %d VIOLATED\n", len(s.Violations))
+		listViolations(w, s.Violations)
+	}
+	if len(s.Unreconciled) > 0 {
+		fmt.Fprintf(w, "gateway: %d orders to reconcile: it moved money the ledger lost track of (Redis lost writes it had acknowledged?)\n", len(s.Unreconciled))
+		listViolations(w, s.Unreconciled)
+	}
+}
+
+// listViolations prints the first 20 of vs.
+func listViolations(w io.Writer, vs []jobs.Violation) {
+	for i, v := range vs {
 		if i == 20 {
-			fmt.Fprintf(w, "  ... and %d more\n", len(s.Violations)-i)
-			break
+			fmt.Fprintf(w, "  ... and %d more\n", len(vs)-i)
+			return
 		}
 		fmt.Fprintf(w, "  %s: %s: %s\n", v.Subject, v.Rule, v.Detail)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,9 @@ type shopIn struct {
 	// History records the ledger's fenced reads and commits when
 	// TURNSTILE_HISTORY_FILE is set (see recordHistory).
 	History ledger.History `optional:"true"`
+	// GatewayRedis holds the gateway simulator's books when
+	// TURNSTILE_GATEWAY_REDIS_URL is set (see gatewayRedis); else Redis.
+	GatewayRedis redis.UniversalClient `name:"gateway" optional:"true"`
 }
 
 // sweepEvery is how often a worker looks for reserved orders whose
@@ -45,7 +49,8 @@ type shopIn struct {
 const sweepEvery = time.Minute
 
 // serveShop gives a worker the shop's jobs, over the ledger and the
-// gateway simulator in the worker's own Redis, with a Locker for the
+// gateway simulator in the worker's own Redis (the simulator's in
+// TURNSTILE_GATEWAY_REDIS_URL's when set), with a Locker for the
 // inventory locks the jobs take inside.
 func serveShop() fx.Option {
 	return worker.ProvideTaskTypes(func(in shopIn) ([]worker.TaskType, error) {
@@ -59,7 +64,7 @@ func serveShop() fx.Option {
 			return nil, err
 		}
 		lc.Append(fx.StopHook(locker.Close)) // after the worker's, which was appended later
-		gw, err := gateway.NewSimulator(rdb, gateway.Config{Latency: 20 * time.Millisecond})
+		gw, err := gateway.NewSimulator(cmp.Or(in.GatewayRedis, rdb), gateway.Config{Latency: 20 * time.Millisecond})
 		if err != nil {
 			return nil, err
 		}
@@ -114,4 +119,35 @@ func recordHistory(getenv func(string) string) fx.Option {
 		logger.Info("recording fenced ledger operations", slog.String("file", getenv(envHistoryFile)))
 		return h, nil
 	})
+}
+
+// envGatewayRedisURL names the Redis that the gateway simulator of
+// "turnstile worker" keeps its books in. Empty: the worker's own. A real
+// gateway's books are not the shop's: a crash or failover that takes
+// writes back from the shop's Redis does not take back a capture. The
+// robustness suite crashes the shop's Redis, so it gives the simulator a
+// Redis of its own; the demo keeps it in memory, apart, for the same
+// reason.
+const envGatewayRedisURL = "TURNSTILE_GATEWAY_REDIS_URL"
+
+// gatewayAbout is the variable's line in a command's help.
+const gatewayAbout = envGatewayRedisURL + ", when set, is the Redis URL of the payment gateway simulator's\nbooks (default: the worker's Redis)."
+
+// gatewayRedis gives serveShop the client of TURNSTILE_GATEWAY_REDIS_URL,
+// closed when the app stops.
+func gatewayRedis(getenv func(string) string) fx.Option {
+	url := getenv(envGatewayRedisURL)
+	if url == "" {
+		return fx.Options()
+	}
+	return fx.Provide(fx.Annotate(func(lc fx.Lifecycle, logger *slog.Logger) (redis.UniversalClient, error) {
+		cfg := worker.DefaultConfig()
+		cfg.RedisURL = url
+		rdb, closeRedis, err := worker.OpenRedis(context.Background(), cfg, logger)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", envGatewayRedisURL, err)
+		}
+		lc.Append(fx.StopHook(closeRedis))
+		return rdb, nil
+	}, fx.ResultTags(`name:"gateway"`)))
 }
