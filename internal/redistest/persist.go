@@ -50,3 +50,15 @@ func (p *Process) incrAOF() string {
 	}
 	return files[0]
 }
+
+// Wipe kills the server, removes its append-only files and starts it
+// again on the same port, empty: what a restart does to a server without
+// persistence, for a suite that crashes one server both ways.
+func (p *Process) Wipe() {
+	p.t.Helper()
+	p.Stop()
+	if err := os.RemoveAll(filepath.Join(p.dir, "appendonlydir")); err != nil {
+		p.t.Fatalf("redistest: remove the append-only files of %s: %v", p.Addr(), err)
+	}
+	p.Start()
+}
