@@ -81,18 +81,32 @@ type taskOutcome struct {
 	completedAt         []time.Time // of retained tasks, whole seconds (asynq's resolution)
 	completedOn         map[string][]time.Time
 	lost                []string // neither completed nor archived with a reason
+	// lostWithRedis counts retained tasks gone whose enqueue returned
+	// within a loss window: Redis lost them with the window's writes.
+	lostWithRedis int
 }
+
+// A lossWindow is when a Redis restart may have lost acknowledged writes:
+// those acknowledged from from to to (a crash that cut the last second of
+// the append-only file; a wipe: everything before it).
+type lossWindow struct{ from, to time.Time }
+
+func (w lossWindow) holds(t time.Time) bool { return !t.Before(w.from) && !t.After(w.to) }
 
 // checkTasks finds every task the load enqueued: each must have completed
 // (a retained one is there as completed; a revoke, not retained, is gone,
-// which only completion does) or be archived with a reason.
-func checkTasks(inspect *asynq.Inspector, refs []taskRef) taskOutcome {
+// which only completion does) or be archived with a reason. A retained
+// task enqueued within one of losses may be gone instead: counted apart.
+func checkTasks(inspect *asynq.Inspector, refs []taskRef, losses ...lossWindow) taskOutcome {
 	out := taskOutcome{completedOn: map[string][]time.Time{}}
 	for _, ref := range refs {
 		info, err := inspect.GetTaskInfo(ref.queue, ref.id)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound) && !ref.retained:
 			out.completed++
+		case (errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)) &&
+			slices.ContainsFunc(losses, func(w lossWindow) bool { return w.holds(ref.at) }):
+			out.lostWithRedis++
 		case err != nil:
 			out.lost = append(out.lost, fmt.Sprintf("%s %s: %v", ref.queue, ref.id, err))
 		case info.State == asynq.TaskStateCompleted:

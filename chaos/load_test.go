@@ -26,6 +26,9 @@ type taskRef struct {
 	// visible as completed; the others (revokes, which the checkout
 	// scheduled) are deleted when they complete.
 	retained bool
+	// at is when its enqueue returned: a Redis restart that lost the
+	// writes of a window (see lossWindow) may have lost it with them.
+	at time.Time
 }
 
 // kindQueue is each kind's queue, as jobs.NewTask and the admin API pick it.
@@ -64,7 +67,10 @@ type load struct {
 	tasks             []taskRef
 	reserved, soldOut int
 	viaAPI            int
-	errs              []error
+	// vanished counts checkouts and reads that found their order or
+	// ticket type gone: a Redis restart lost it (only under those faults).
+	vanished int
+	errs     []error
 }
 
 // retryFor bounds how long one step is retried after an error that
@@ -98,7 +104,7 @@ func retry(ctx context.Context, step func() error, final func(error) bool) error
 
 func checkoutFinal(err error) bool {
 	_, bad := errors.AsType[*middleware.PayloadError](err)
-	return errors.Is(err, jobs.ErrSoldOut) || errors.Is(err, jobs.ErrOrderExists) || bad
+	return errors.Is(err, jobs.ErrSoldOut) || errors.Is(err, jobs.ErrOrderExists) || errors.Is(err, ledger.ErrNotFound) || bad
 }
 
 // run starts a scenario every 1/rate until stop closes, then waits for
@@ -145,7 +151,10 @@ func (l *load) scenario(ctx context.Context, i int) {
 	}
 	l.mu.Unlock()
 	if err != nil {
-		if !errors.Is(err, jobs.ErrSoldOut) {
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+			l.vanish() // its ticket type, in a Redis wiped and not yet restocked
+		case !errors.Is(err, jobs.ErrSoldOut):
 			l.fail(fmt.Errorf("checkout %s: %w", id, err))
 		}
 		return
@@ -168,6 +177,10 @@ func (l *load) scenario(ctx context.Context, i int) {
 	case <-time.After(300*time.Millisecond + time.Duration(r.IntN(700))*time.Millisecond):
 	}
 	o, err = l.svc.Store.Order(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		l.vanish() // reserved in writes a Redis restart lost
+		return
+	}
 	if err != nil {
 		l.fail(fmt.Errorf("read order %s: %w", id, err))
 		return
@@ -213,9 +226,16 @@ func (l *load) pay(ctx context.Context, r *rand.Rand, o *ledger.Order, webhook s
 }
 
 func (l *load) record(ref taskRef) {
+	ref.at = time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.tasks = append(l.tasks, ref)
+}
+
+func (l *load) vanish() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.vanished++
 }
 
 // enqueue sends a payment or refund task: three in ten through a worker's

@@ -1,0 +1,130 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnstilehq/turnstile/internal/history"
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
+)
+
+// restarter restarts the run's redis-server as a fault, the two ways a
+// restart loses writes Redis had acknowledged, and keeps what the checks
+// must know: when writes may have been lost, and when Redis went down.
+type restarter struct {
+	srv   *redistest.Process
+	store *ledger.Store
+	types []ledger.TicketType
+
+	mu     sync.Mutex
+	losses []lossWindow
+	downs  []time.Time // each restart's kill
+}
+
+// crash is a machine crash under appendfsync everysec: the server is
+// killed and comes back from an append-only file cut back to what it held
+// a second before, so it loses what it acknowledged in that second.
+func (r *restarter) crash(ctx context.Context) {
+	synced, from := r.srv.AOFSize(), time.Now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Second):
+	}
+	down := time.Now()
+	r.srv.CrashTo(synced)
+	r.note(lossWindow{from: from, to: down}, down)
+}
+
+// wipe is a restart without persistence: the server comes back empty. An
+// operator then restocks the catalogue (AddTicketType: full capacity
+// again), so the shop goes on; orders and tasks from before are gone.
+func (r *restarter) wipe(ctx context.Context) error {
+	down := time.Now()
+	r.srv.Wipe()
+	r.note(lossWindow{to: down}, down)
+	for _, tt := range r.types {
+		if err := retry(ctx, func() error { return r.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
+			return fmt.Errorf("chaos: restock %s after a wipe: %w", tt.ID, err)
+		}
+	}
+	return nil
+}
+
+func (r *restarter) note(w lossWindow, down time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.losses = append(r.losses, w)
+	r.downs = append(r.downs, down)
+}
+
+// windows returns the loss windows and the restarts so far.
+func (r *restarter) windows() ([]lossWindow, []time.Time) {
+	if r == nil {
+		return nil, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.losses), slices.Clone(r.downs)
+}
+
+// fencesGoBack returns, per resource, the tokens first used after a
+// restart that are not above every token used before it: a lock whose
+// fence counter went back with the lost writes and handed out a fence
+// again. The lock seeds a fence from the server's clock (µs) when that is
+// ahead of its counter, so a counter that lost a second's bumps restarts
+// above every fence it gave. A token used after the restart and before it
+// is an old holder's, not a new fence, and is left out.
+func fencesGoBack(records []history.Record, downs []time.Time) []string {
+	var bad []string
+	for _, down := range downs {
+		at := down.UnixNano()
+		before, after := map[string]int64{}, map[string][]int64{}
+		seen := map[string]map[int64]bool{}
+		for _, rec := range records {
+			if seen[rec.Resource] == nil {
+				seen[rec.Resource] = map[int64]bool{}
+			}
+			if rec.Start < at {
+				before[rec.Resource] = max(before[rec.Resource], rec.Token)
+				seen[rec.Resource][rec.Token] = true
+			}
+		}
+		for _, rec := range records {
+			if rec.Start > at && !seen[rec.Resource][rec.Token] {
+				after[rec.Resource] = append(after[rec.Resource], rec.Token)
+			}
+		}
+		for res, tokens := range after {
+			if low := slices.Min(tokens); low <= before[res] {
+				bad = append(bad, fmt.Sprintf("%s: fence %d after the restart at %s, %d before it", res, low, down.Format("15:04:05.000"), before[res]))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+func TestFencesGoBack(t *testing.T) {
+	t.Parallel()
+	down := time.Unix(100, 0)
+	rec := func(res string, token int64, sec int64) history.Record {
+		return history.Record{Resource: res, Token: token, Start: time.Unix(sec, 0).UnixNano()}
+	}
+	records := []history.Record{
+		rec("order:a", 500, 90), rec("order:a", 500, 110), // an old holder after the restart
+		rec("order:a", 900, 120), // a new fence, above
+		rec("order:b", 700, 95), rec("order:b", 650, 105), // a new fence, below: handed out again
+		rec("order:c", 10, 130), // nothing before
+	}
+	require.Equal(t, []string{"order:b: fence 650 after the restart at " + down.Format("15:04:05.000") + ", 700 before it"},
+		fencesGoBack(records, []time.Time{down}))
+	require.Empty(t, fencesGoBack(records, nil))
+}
