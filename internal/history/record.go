@@ -12,6 +12,13 @@
 //	records, err := history.ReadFiles(path) // after the run
 //	res, err := history.Check(records)
 //	if !res.OK() { log(res) } // names the resources, and an HTML file per violation
+//
+// A run in which Redis restarted and may have lost acknowledged writes
+// (no persistence, appendfsync everysec, a failover) is checked with a
+// Checker given the restarts: each resource is checked epoch by epoch,
+// each epoch after a restart from an unknown state.
+//
+//	res, err := history.Checker{Restarts: restarts}.Check(records)
 package history
 
 import (
