@@ -23,9 +23,9 @@ type restarter struct {
 	store *ledger.Store
 	types []ledger.TicketType
 
-	mu     sync.Mutex
-	losses []lossWindow
-	downs  []time.Time // each restart's kill
+	mu       sync.Mutex
+	losses   []lossWindow
+	restarts []history.Restart
 }
 
 // crash is a machine crash under appendfsync everysec: the server is
@@ -40,7 +40,7 @@ func (r *restarter) crash(ctx context.Context) {
 	}
 	down := time.Now()
 	r.srv.CrashTo(synced)
-	r.note(lossWindow{from: from, to: down}, down)
+	r.note(lossWindow{from: from, to: down}, history.Restart{Down: down, Up: time.Now()})
 }
 
 // wipe is a restart without persistence: the server comes back empty. An
@@ -49,7 +49,7 @@ func (r *restarter) crash(ctx context.Context) {
 func (r *restarter) wipe(ctx context.Context) error {
 	down := time.Now()
 	r.srv.Wipe()
-	r.note(lossWindow{to: down}, down)
+	r.note(lossWindow{to: down}, history.Restart{Down: down, Up: time.Now()})
 	for _, tt := range r.types {
 		if err := retry(ctx, func() error { return r.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
 			return fmt.Errorf("chaos: restock %s after a wipe: %w", tt.ID, err)
@@ -58,21 +58,21 @@ func (r *restarter) wipe(ctx context.Context) error {
 	return nil
 }
 
-func (r *restarter) note(w lossWindow, down time.Time) {
+func (r *restarter) note(w lossWindow, rs history.Restart) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.losses = append(r.losses, w)
-	r.downs = append(r.downs, down)
+	r.restarts = append(r.restarts, rs)
 }
 
 // windows returns the loss windows and the restarts so far.
-func (r *restarter) windows() ([]lossWindow, []time.Time) {
+func (r *restarter) windows() ([]lossWindow, []history.Restart) {
 	if r == nil {
 		return nil, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.losses), slices.Clone(r.downs)
+	return slices.Clone(r.losses), slices.Clone(r.restarts)
 }
 
 // fencesGoBack returns, per resource, the tokens first used after a
@@ -82,10 +82,10 @@ func (r *restarter) windows() ([]lossWindow, []time.Time) {
 // ahead of its counter, so a counter that lost a second's bumps restarts
 // above every fence it gave. A token used after the restart and before it
 // is an old holder's, not a new fence, and is left out.
-func fencesGoBack(records []history.Record, downs []time.Time) []string {
+func fencesGoBack(records []history.Record, restarts []history.Restart) []string {
 	var bad []string
-	for _, down := range downs {
-		at := down.UnixNano()
+	for _, rs := range restarts {
+		down, at, up := rs.Down, rs.Down.UnixNano(), max(rs.Up.UnixNano(), rs.Down.UnixNano())
 		before, after := map[string]int64{}, map[string][]int64{}
 		seen := map[string]map[int64]bool{}
 		for _, rec := range records {
@@ -98,7 +98,7 @@ func fencesGoBack(records []history.Record, downs []time.Time) []string {
 			}
 		}
 		for _, rec := range records {
-			if rec.Start > at && !seen[rec.Resource][rec.Token] {
+			if rec.Start > up && !seen[rec.Resource][rec.Token] {
 				after[rec.Resource] = append(after[rec.Resource], rec.Token)
 			}
 		}
@@ -125,6 +125,6 @@ func TestFencesGoBack(t *testing.T) {
 		rec("order:c", 10, 130), // nothing before
 	}
 	require.Equal(t, []string{"order:b: fence 650 after the restart at " + down.Format("15:04:05.000") + ", 700 before it"},
-		fencesGoBack(records, []time.Time{down}))
+		fencesGoBack(records, []history.Restart{{Down: down, Up: down.Add(time.Second)}}))
 	require.Empty(t, fencesGoBack(records, nil))
 }
