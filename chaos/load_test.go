@@ -67,8 +67,9 @@ type load struct {
 	tasks             []taskRef
 	reserved, soldOut int
 	viaAPI            int
-	// vanished counts checkouts and reads that found their order or
-	// ticket type gone: a Redis restart lost it (only under those faults).
+	// vanished counts checkouts, reads and revokes that found their
+	// order, ticket type or scheduled revoke gone: a Redis restart lost
+	// it. Only a run with restarts may have any.
 	vanished int
 	errs     []error
 }
@@ -330,7 +331,11 @@ func (l *load) revokeNow(ctx context.Context, orderID string) {
 	err := retry(ctx, func() error { return l.inspect.RunTask(q, id) }, func(err error) bool {
 		return errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		l.vanish() // scheduled in writes a Redis restart lost
+		return
+	case err != nil:
 		l.fail(fmt.Errorf("run %s now: %w", id, err))
 		return
 	}
