@@ -1,7 +1,7 @@
 .DEFAULT_GOAL := help
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help test lint bench lockbench workerbench fleetbench demo chaos
+.PHONY: help test lint bench lockbench workerbench fleetbench demo chaos soak
 
 help:       ## Show targets
 	@awk -F ':.*## ' '/^[a-z\/-]+:.*## /{printf "%-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
@@ -23,5 +23,7 @@ fleetbench: ## Worker fleet of 1, 2, 4 processes on one redis-server and a 3-mas
 	go run ./bench/cmd/fleetbench
 chaos:      ## Fault suite: 3 worker processes under SIGKILL and SIGSTOP, 3 seeded runs per fault kind, then a table (about 8 min; SEED=n repeats a seed)
 	CHAOS_LONG=true CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./chaos/
+soak:       ## Soak: 3 workers under steady load for 10 min (SOAK_DURATION=2m shortens it); goroutines, heap, connections and lock keys must stay flat
+	SOAK=true SOAK_DURATION=$(SOAK_DURATION) CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./chaos/
 demo:       ## The demo on embedded Redis
 	go run ./cmd/turnstile demo

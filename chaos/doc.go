@@ -14,4 +14,5 @@
 //
 //	CHAOS_SEED  the seed of every run (default: one from the clock, printed)
 //	CHAOS_LONG  true: more and longer runs per fault kind
+//	SOAK        true: TestSoak runs (make soak), for SOAK_DURATION (default 10m)
 package chaos
