@@ -204,7 +204,8 @@ func (l *load) scenario(ctx context.Context, i int) {
 // items is an order of one event (jobs.ErrMixedEvents): each of its types
 // with probability 0.45, its largest if none.
 func (l *load) items(r *rand.Rand) []ledger.Item {
-	event := l.types[r.IntN(2)*len(l.types)/2].Event
+	// The first type's event or the last one's: shopTicketTypes has two.
+	event := l.types[r.IntN(2)*(len(l.types)-1)].Event
 	var items []ledger.Item
 	largest := ""
 	for _, tt := range l.types {
