@@ -39,7 +39,7 @@ func (r *restarter) crash(ctx context.Context) {
 	case <-time.After(time.Second):
 	}
 	down := time.Now()
-	r.srv.CrashTo(synced)
+	r.srv.CrashTo(synced) //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
 	r.note(lossWindow{from: from, to: down}, history.Restart{Down: down, Up: time.Now()})
 }
 
@@ -48,7 +48,7 @@ func (r *restarter) crash(ctx context.Context) {
 // again), so the shop goes on; orders and tasks from before are gone.
 func (r *restarter) wipe(ctx context.Context) error {
 	down := time.Now()
-	r.srv.Wipe()
+	r.srv.Wipe() //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
 	r.note(lossWindow{to: down}, history.Restart{Down: down, Up: time.Now()})
 	for _, tt := range r.types {
 		if err := retry(ctx, func() error { return r.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
@@ -120,7 +120,7 @@ func TestFencesGoBack(t *testing.T) {
 	}
 	records := []history.Record{
 		rec("order:a", 500, 90), rec("order:a", 500, 110), // an old holder after the restart
-		rec("order:a", 900, 120), // a new fence, above
+		rec("order:a", 900, 120),                          // a new fence, above
 		rec("order:b", 700, 95), rec("order:b", 650, 105), // a new fence, below: handed out again
 		rec("order:c", 10, 130), // nothing before
 	}
