@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnstilehq/turnstile/internal/netfault"
 )
 
 // adminToken guards the workers' admin APIs; the load uses it to enqueue.
@@ -70,6 +72,9 @@ type proc struct {
 	env   []string
 	dir   string
 	bin   string
+	// proxy is the slot's own way to Redis, kept across incarnations, on
+	// which the network faults act; nil when the fleet is not proxied.
+	proxy *netfault.Proxy
 
 	mu          sync.Mutex
 	cmd         *exec.Cmd
@@ -113,17 +118,53 @@ func baseEnv() []string {
 	return env
 }
 
-// startFleet starts n workers against redisAddr and waits until each one's
-// admin server answers /readyz. Cleanup kills what is left by pid.
+// fleetOptions say how a fleet's workers reach Redis.
+type fleetOptions struct {
+	// proxied puts each worker slot behind its own netfault proxy and
+	// names its connections (proc.clientName), so that a network fault
+	// acts on one worker. The soak leaves it off: it counts each worker's
+	// connections to the Redis port.
+	proxied bool
+	// bin is the turnstile binary to run; empty means turnstileBin's.
+	bin string
+}
+
+// startFleet starts n workers connected straight to redisAddr; see
+// startFleetWith.
 func startFleet(t *testing.T, redisAddr string, n int) *fleet {
 	t.Helper()
-	bin := turnstileBin(t)
+	return startFleetWith(t, redisAddr, n, fleetOptions{})
+}
+
+// startFleetWith starts n workers against redisAddr and waits until each
+// one's admin server answers /readyz. Cleanup kills what is left by pid.
+// The workers' logs and histories go to a temp dir, or, with CHAOS_KEEP
+// set to a directory, to a new one in it that stays.
+func startFleetWith(t *testing.T, redisAddr string, n int, opts fleetOptions) *fleet {
+	t.Helper()
+	bin := opts.bin
+	if bin == "" {
+		bin = turnstileBin(t)
+	}
 	f := &fleet{t: t}
 	dir := t.TempDir()
+	if keep := os.Getenv("CHAOS_KEEP"); keep != "" {
+		// Logs and histories outlive the run, for the evidence of a failure.
+		var err error
+		if dir, err = os.MkdirTemp(keep, "fleet-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("chaos: worker logs and histories kept in %s", dir)
+	}
 	for i := range n {
 		p := &proc{ctx: t.Context(), slot: i, admin: freeAddr(t), dir: dir, bin: bin}
+		redisURL := "redis://" + redisAddr
+		if opts.proxied {
+			p.proxy = netfault.Start(t, redisAddr)
+			redisURL = "redis://" + p.proxy.Addr() + "/0?client_name=" + p.clientName()
+		}
 		p.env = append(baseEnv(),
-			"TURNSTILE_REDIS_URL=redis://"+redisAddr,
+			"TURNSTILE_REDIS_URL="+redisURL,
 			"TURNSTILE_ADMIN_ADDR="+p.admin,
 			"TURNSTILE_ADMIN_TOKEN="+adminToken,
 			"TURNSTILE_LOCK_TTL=2s",
@@ -214,6 +255,10 @@ func (p *proc) lastLog() string {
 	defer p.mu.Unlock()
 	return p.logs[len(p.logs)-1]
 }
+
+// clientName is the name the slot's connections give Redis (CLIENT
+// SETNAME) in a proxied fleet, the same across incarnations.
+func (p *proc) clientName() string { return fmt.Sprintf("chaos-worker-%d", p.slot) }
 
 // signal sends sig to the current incarnation.
 func (p *proc) signal(sig syscall.Signal) error {

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,14 +19,20 @@ type result struct {
 	seed     uint64
 	started  int // checkouts
 	faults   []fault
+	loadErrs []error       // the producer's steps that failed
 	idle     time.Duration // from the end of the load to idle queues
+	idleErr  error         // the queues were not idle within idleBound
 	report   jobs.Report
 	// violations are the report's, but for knownUndelivered (see splitKnown).
 	violations, knownUndelivered []jobs.Violation
 	tasks                        taskOutcome
 	logs                         logCounts
 	history                      history.Result // the ledger's fenced operations, checked
-	leftovers                    []string
+	// overlaps are refused operations whose lock cannot have run out yet
+	// (see overlaps): two holders at once.
+	overlaps  []history.Record
+	leftovers []string
+	checks    []failure // the checks the run failed
 	// parkedIndexes are parked-queues index sets still there, within
 	// their TTL (see leftovers).
 	parkedIndexes int
@@ -38,6 +45,53 @@ type result struct {
 	// completed since the fault began (0: within the fault's last second).
 	recoveries []time.Duration
 	unmeasured int // faults with no retained task completing on a held order
+}
+
+// The checks a run must pass, as failures name them.
+const (
+	checkLoad         = "load"
+	checkIdle         = "idle"
+	checkInvariants   = "invariants"
+	checkLinearizable = "linearizable"
+	checkExclusive    = "exclusive"
+	checkLost         = "lost"
+	checkLeftovers    = "leftovers"
+)
+
+// failure is one check a run failed, and why.
+type failure struct {
+	check  string
+	detail string
+}
+
+func (f failure) String() string { return f.check + ": " + f.detail }
+
+// failures are the checks the run failed, none when it passed. A run whose
+// queues never went idle was not checked further: that is its failure.
+func (r *result) failures() []failure {
+	var fs []failure
+	if len(r.loadErrs) > 0 {
+		fs = append(fs, failure{checkLoad, fmt.Sprintf("the load failed: %v", errors.Join(r.loadErrs...))})
+	}
+	if r.idleErr != nil {
+		return append(fs, failure{checkIdle, r.idleErr.Error()})
+	}
+	if len(r.violations) > 0 {
+		fs = append(fs, failure{checkInvariants, fmt.Sprintf("%d violations: %v", len(r.violations), r.violations)})
+	}
+	if !r.history.OK() {
+		fs = append(fs, failure{checkLinearizable, "fenced operations not linearizable: " + r.history.String()})
+	}
+	if len(r.overlaps) > 0 {
+		fs = append(fs, failure{checkExclusive, fmt.Sprintf("%d fenced operations refused while their lock could not have run out: %s", len(r.overlaps), describeOverlaps(r.overlaps, 5))})
+	}
+	if len(r.tasks.lost) > 0 {
+		fs = append(fs, failure{checkLost, fmt.Sprintf("tasks neither completed nor archived with a reason: %v", r.tasks.lost)})
+	}
+	if len(r.leftovers) > 0 {
+		fs = append(fs, failure{checkLeftovers, fmt.Sprintf("lock keys or parked lists outlived their TTLs: %v", r.leftovers)})
+	}
+	return fs
 }
 
 // measure derives throughput and recovery from the completion times,
@@ -64,7 +118,8 @@ func (r *result) measure(loadStart, loadEnd time.Time) {
 	secs := int(last.Sub(first) / time.Second)
 	r.rateClean = float64(nClean) / float64(secs-len(faulty))
 	r.rateFault = float64(nFault) / float64(len(faulty))
-	for _, f := range r.faults {
+	for i := range r.faults {
+		f := &r.faults[i]
 		// Per order the worker held, its first completion since the
 		// fault began; the fault's recovery is the latest of those.
 		var latest time.Time
@@ -83,16 +138,17 @@ func (r *result) measure(loadStart, loadEnd time.Time) {
 			r.unmeasured++
 			continue
 		}
-		r.recoveries = append(r.recoveries, max(0, latest.Sub(f.end)).Round(time.Second))
+		f.recovery, f.recovered = max(0, latest.Sub(f.end)).Round(time.Second), true
+		r.recoveries = append(r.recoveries, f.recovery)
 	}
 }
 
 // summary is one line for the run's log.
 func (r *result) summary(l *load) string {
 	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost; "+
-		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable; %d violations (%d known); %d leftovers (%d parked indexes within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
+		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable, %d refused within their lock's TTL; %d violations (%d known); %d leftovers (%d parked indexes within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
 		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost),
-		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
+		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.overlaps), len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
 		r.recoveries, r.unmeasured, r.idle.Round(time.Millisecond))
 }
 
@@ -100,17 +156,19 @@ func (r *result) summary(l *load) string {
 func table(results []result) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\truns\tfailed\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
+	fmt.Fprintln(tw, "fault\truns\tfailed\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\texclusion violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
 	order := []string{}
-	for _, s := range scenarios(true) {
-		order = append(order, s.name)
+	for _, s := range append(scenarios(false), scenarios(true)...) {
+		if !slices.Contains(order, s.name) {
+			order = append(order, s.name)
+		}
 	}
 	for _, name := range order {
 		var (
-			runs, failed, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, leftover int
-			clean, inFault                                                                                              []float64
-			recoveries                                                                                                  []time.Duration
-			idle                                                                                                        time.Duration
+			runs, failed, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, overlapping, leftover int
+			clean, inFault                                                                                                           []float64
+			recoveries                                                                                                               []time.Duration
+			idle                                                                                                                     time.Duration
 		)
 		for _, r := range results {
 			if r.scenario != name {
@@ -126,6 +184,7 @@ func table(results []result) string {
 			lost += len(r.tasks.lost)
 			refused += r.history.Totals().Refused
 			nonLinear += len(r.history.Violations())
+			overlapping += len(r.overlaps)
 			leaseLost += r.logs.leaseLost
 			violations += len(r.violations)
 			known += len(r.knownUndelivered)
@@ -140,8 +199,49 @@ func table(results []result) string {
 		if runs == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, failed, faults, completed, archived, lost,
-			refused, leaseLost, violations, known, nonLinear, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, failed, faults, completed, archived, lost,
+			refused, leaseLost, violations, known, nonLinear, overlapping, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
+	}
+	_ = tw.Flush() // into a strings.Builder, which does not fail
+	return b.String() + "\n" + kindTable(results)
+}
+
+// kindTable sums the faults by kind, across scenarios, so that each kind
+// shows even where CI runs several in one scenario (Net, Mixed): how
+// many, how many struck a worker mid-job, and how long the orders it held
+// took to complete a task again (recoveries are per fault; the fenced and
+// lease counts of the table above are per run, so they stay there).
+func kindTable(results []result) string {
+	type sums struct {
+		faults, midJob int
+		recoveries     []time.Duration
+	}
+	byKind := map[faultKind]*sums{}
+	var kinds []faultKind
+	for _, r := range results {
+		for _, f := range r.faults {
+			s := byKind[f.kind]
+			if s == nil {
+				s = &sums{}
+				byKind[f.kind] = s
+				kinds = append(kinds, f.kind)
+			}
+			s.faults++
+			if len(f.held) > 0 {
+				s.midJob++
+			}
+			if f.recovered {
+				s.recoveries = append(s.recoveries, f.recovery)
+			}
+		}
+	}
+	slices.Sort(kinds)
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "fault kind\tfaults\tmid-job\trecoveries measured\tp99 recovery\t")
+	for _, k := range kinds {
+		s := byKind[k]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", k, s.faults, s.midJob, len(s.recoveries), p99(s.recoveries))
 	}
 	_ = tw.Flush() // into a strings.Builder, which does not fail
 	return b.String()
