@@ -1,79 +1,15 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/internal/history"
-	"github.com/turnstilehq/turnstile/internal/redistest"
-	"github.com/turnstilehq/turnstile/jobs/ledger"
 )
-
-// restarter restarts the run's redis-server as a fault, the two ways a
-// restart loses writes Redis had acknowledged, and keeps what the checks
-// must know: when writes may have been lost, and when Redis went down.
-type restarter struct {
-	srv   *redistest.Process
-	store *ledger.Store
-	types []ledger.TicketType
-
-	mu       sync.Mutex
-	losses   []lossWindow
-	restarts []history.Restart
-}
-
-// crash is a machine crash under appendfsync everysec: the server is
-// killed and comes back from an append-only file cut back to what it held
-// a second before, so it loses what it acknowledged in that second.
-func (r *restarter) crash(ctx context.Context) {
-	synced, from := r.srv.AOFSize(), time.Now()
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(time.Second):
-	}
-	down := time.Now()
-	r.srv.CrashTo(synced) //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
-	r.note(lossWindow{from: from, to: down}, history.Restart{Down: down, Up: time.Now()})
-}
-
-// wipe is a restart without persistence: the server comes back empty. An
-// operator then restocks the catalogue (AddTicketType: full capacity
-// again), so the shop goes on; orders and tasks from before are gone.
-func (r *restarter) wipe(ctx context.Context) error {
-	down := time.Now()
-	r.srv.Wipe() //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
-	r.note(lossWindow{to: down}, history.Restart{Down: down, Up: time.Now()})
-	for _, tt := range r.types {
-		if err := retry(ctx, func() error { return r.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
-			return fmt.Errorf("chaos: restock %s after a wipe: %w", tt.ID, err)
-		}
-	}
-	return nil
-}
-
-func (r *restarter) note(w lossWindow, rs history.Restart) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.losses = append(r.losses, w)
-	r.restarts = append(r.restarts, rs)
-}
-
-// windows returns the loss windows and the restarts so far.
-func (r *restarter) windows() ([]lossWindow, []history.Restart) {
-	if r == nil {
-		return nil, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.losses), slices.Clone(r.restarts)
-}
 
 // fencesGoBack returns, per resource, the tokens first used after a
 // restart that are not above every token used before it: a lock whose
