@@ -126,7 +126,7 @@ return redis.call('SMEMBERS', KEYS[1])
 // list, so a wake-up costs the same however many tasks are parked. Tasks
 // still active (they returned busy an instant ago and asynq has not yet
 // moved them to the retry set) keep their places at the head, and the scan
-// goes on past them, up to a bound.
+// goes on past them, up to a bound, and the list keeps its TTL.
 //
 //	KEYS[1] -> parked list  KEYS[2] -> retry set  KEYS[3] -> pending list
 //	ARGV[1] -> task key prefix  ARGV[2] -> releasing task's ID, or ""
@@ -134,6 +134,7 @@ return redis.call('SMEMBERS', KEYS[1])
 // Returns 1 when it woke a task, 0 when none was parked, and 2 when only
 // active tasks were: the caller tries again shortly.
 var wakeScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
 local active = {}
 local woke = 0
 while #active < 32 do
@@ -153,6 +154,10 @@ while #active < 32 do
 end
 for i = #active, 1, -1 do
   redis.call('LPUSH', KEYS[1], active[i])
+end
+if #active > 0 and ttl > 0 then
+  -- the scan may have emptied the list, which took its TTL with it
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 if woke == 1 then return 1 end
 if #active > 0 then return 2 end

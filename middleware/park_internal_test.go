@@ -45,3 +45,29 @@ func TestParkScript_CapsAndExpiresTheList(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"b", "c", "a"}, ids)
 }
+
+// A wake-up that finds only active tasks takes them off the list and puts
+// them back: the list must keep its TTL, or it outlives every task parked
+// on it (found by the fault suite: a parked list left with no TTL).
+func TestWakeScript_KeepsTheListsTTL(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Server(t).Client(t)
+	redistest.CheckSlots(t, rdb)
+	ctx := t.Context()
+	list := parkedKey("default", lock.Key("thing", "busy"))
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, rdb.HSet(ctx, taskKeyPrefix("default")+id, "state", "active").Err())
+		require.NoError(t, rdb.RPush(ctx, list, id).Err())
+	}
+	require.NoError(t, rdb.PExpire(ctx, list, time.Minute).Err())
+	n, err := wakeScript.Run(ctx, rdb, []string{list, retryKey("default"), pendingKey("default")}, taskKeyPrefix("default"), "").Int()
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "only active tasks were parked")
+	ids, err := rdb.LRange(ctx, list, 0, -1).Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b"}, ids, "the active tasks keep their places")
+	left, err := rdb.PTTL(ctx, list).Result()
+	require.NoError(t, err)
+	require.Positive(t, left, "the list lost its TTL")
+	require.LessOrEqual(t, left, time.Minute)
+}
