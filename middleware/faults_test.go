@@ -2,12 +2,15 @@ package middleware_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/lock"
@@ -112,5 +115,74 @@ func TestGuard_UnknownTypeIsArchived(t *testing.T) {
 			require.Contains(t, ti.LastErr, "no handler is registered")
 			require.Zero(t, ti.Retried)
 		})
+	}
+}
+
+// cutLocks fails every command on a lock key, alone or pipelined, while
+// armed: a connection reset that hits the release and nothing else.
+type cutLocks struct{ until atomic.Int64 }
+
+func (*cutLocks) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *cutLocks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := c.cut(cmd); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *cutLocks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if err := c.cut(cmd); err != nil {
+				cmd.SetErr(err)
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (c *cutLocks) cut(cmd redis.Cmder) error {
+	if time.Now().UnixNano() > c.until.Load() {
+		return nil
+	}
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "turnstile:lock:") {
+			return errors.New("connection reset by peer (cutLocks)")
+		}
+	}
+	return nil
+}
+
+// A release cut off by a brief network fault is tried again: given up,
+// the lease kept refreshing (a holder that has not released expects
+// that), and the resource stayed taken until MaxHold, a minute, instead
+// of going to the next task (found by the fault suite's resets).
+func TestGuard_AReleaseCutOffIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	cut := &cutLocks{}
+	ran := make(chan time.Time, 2)
+	w := startWorker(t, backends[0], 2, func(_ context.Context, task *asynq.Task) error {
+		if strings.Contains(string(task.Payload()), "first") {
+			cut.until.Store(time.Now().Add(400 * time.Millisecond).UnixNano())
+		}
+		ran <- time.Now()
+		return nil
+	}, func(ws *workerSetup) {
+		ws.hook = cut
+		ws.rule.Keys = func(*asynq.Task) ([]lock.Resource, error) { return []lock.Resource{lock.Key("thing", "shared")}, nil }
+	})
+	w.enqueue(t, "first")
+	first := <-ran
+	time.Sleep(time.Until(time.Unix(0, cut.until.Load()))) // the second's own acquire is not cut
+	w.enqueue(t, "second")
+	select {
+	case second := <-ran:
+		t.Logf("the second task ran %s after the first", second.Sub(first).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the resource stayed taken after a release that a brief fault cut off")
 	}
 }

@@ -382,7 +382,7 @@ const releaseTimeout = 5 * time.Second
 func (g *Guard) release(ctx context.Context, t *asynq.Task, self taskRef, lease *lock.Lease, after *afterRelease) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	switch err := lease.Release(ctx); {
+	switch err := releaseRetrying(ctx, lease); {
 	case errors.Is(err, lock.ErrNotHeld):
 		g.log.WarnContext(ctx, "lock was already gone at release: its TTL is too tight for this task",
 			slog.String("task_type", t.Type()), slog.Duration("held", time.Since(lease.AcquiredAt())))
@@ -391,7 +391,7 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, self taskRef, lease 
 		g.wake(ctx, self, g.cfg.Queues, lease.Resources(), true)
 	case err != nil:
 		// Parked tasks retry when the lock would have expired.
-		g.log.ErrorContext(ctx, "release lock; it expires with its TTL",
+		g.log.ErrorContext(ctx, "release lock; it expires with its TTL once Redis stops answering its refreshes too",
 			slog.String("task_type", t.Type()), slog.Any("error", err))
 	default:
 		// Only a resource that a parked task marked wanted has a list to
@@ -407,6 +407,24 @@ func (g *Guard) release(ctx context.Context, t *asynq.Task, self taskRef, lease 
 		}
 	}
 	after.run(ctx)
+}
+
+// releaseRetrying releases lease, trying again until ctx ends after an
+// error that is not ErrNotHeld: a lease whose release fails keeps
+// refreshing, as a holder that has not released expects, so a release cut
+// off by a brief fault (a connection reset) and not retried would keep
+// the resource from the next task until MaxHold.
+func releaseRetrying(ctx context.Context, lease *lock.Lease) error {
+	err := lease.Release(ctx)
+	for wait := 50 * time.Millisecond; err != nil && !errors.Is(err, lock.ErrNotHeld); wait = min(2*wait, time.Second) {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		err = lease.Release(ctx)
+	}
+	return err
 }
 
 // ErrShutdown turns a task away from a guard that is shutting down.
