@@ -160,10 +160,16 @@ func (s *Service) release(ctx context.Context, lease *lock.Lease) {
 	}
 }
 
+// deliverTimeout bounds a delivery on its own clock: the release before it
+// may have used up the guard's, as in a worker paused mid-release.
+const deliverTimeout = 5 * time.Second
+
 // deliverAfterRelease sends the order's notifications once the job's locks
 // are gone.
 func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
 	middleware.AfterRelease(ctx, func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+		defer cancel()
 		if _, err := s.Store.Deliver(ctx, orderID); err != nil {
 			s.log().WarnContext(ctx, "deliver notifications; the next job on the order retries", slog.String("order_id", orderID), slog.Any("error", err))
 		}
