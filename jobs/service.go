@@ -160,8 +160,9 @@ func (s *Service) release(ctx context.Context, lease *lock.Lease) {
 	}
 }
 
-// deliverTimeout bounds a delivery on its own clock: the release before it
-// may have used up the guard's, as in a worker paused mid-release.
+// deliverTimeout bounds a delivery and its retries on its own clock: the
+// release before it may have used up the guard's, as in a worker paused
+// mid-release.
 const deliverTimeout = 5 * time.Second
 
 // deliverAfterRelease sends the order's notifications once the job's locks
@@ -170,7 +171,17 @@ func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
 	middleware.AfterRelease(ctx, func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
 		defer cancel()
-		if _, err := s.Store.Deliver(ctx, orderID); err != nil {
+		// Tried again through a brief fault (a connection reset); past
+		// the timeout the notification waits for the next job on the order.
+		_, err := s.Store.Deliver(ctx, orderID)
+		for wait := 50 * time.Millisecond; err != nil && ctx.Err() == nil; wait = min(2*wait, time.Second) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				_, err = s.Store.Deliver(ctx, orderID)
+			}
+		}
+		if err != nil {
 			s.log().WarnContext(ctx, "deliver notifications; the next job on the order retries", slog.String("order_id", orderID), slog.Any("error", err))
 		}
 	})
