@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,19 +95,18 @@ func envBool(name string) bool {
 }
 
 // splitKnown sets apart the violations of a known gap, unless strict: an
-// order's notification never delivered, in a run that SIGKILLed a worker.
-// The jobs deliver an order's outbox after the job that committed
-// releases its lock, and a retry that finds its change applied delivers
-// too (TestJobs_ARetryDeliversWhatItsKilledTryCommitted), so a kill
-// between the two is covered once asynq recovers the task; a task
-// archived in between, or a worker killed or paused inside the delivery
-// itself, still leaves the notification to the next job on the order
-// (no sweep of pending outboxes yet). None was seen in the runs since
-// the retry's delivery.
+// order's notification never delivered, in a run with faults. The jobs
+// deliver an order's outbox after the job that committed releases its
+// lock, trying again for 5 s, and a retry that finds its change applied
+// delivers too (TestJobs_ARetryDeliversWhatItsKilledTryCommitted); a
+// worker killed, paused or cut off (blackhole) inside the delivery itself
+// still leaves the notification to the next job on the order, as there
+// is no sweep of pending outboxes yet. CI's network run hit it once
+// (o-00020, a refund's, in a reset), before deliveries were retried.
 func splitKnown(vs []jobs.Violation, faults []fault, strict bool) (violations, known []jobs.Violation) {
-	killed := slices.ContainsFunc(faults, func(f fault) bool { return f.kind == faultKill })
+	struck := len(faults) > 0
 	for _, v := range vs {
-		if !strict && killed && v.Rule == jobs.RuleNotifications && strings.HasSuffix(v.Detail, "delivered 0 times") {
+		if !strict && struck && v.Rule == jobs.RuleNotifications && strings.HasSuffix(v.Detail, "delivered 0 times") {
 			known = append(known, v)
 			continue
 		}

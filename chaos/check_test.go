@@ -168,16 +168,15 @@ func countLogs(files []string) (logCounts, error) {
 // which must be gone once the queues are idle and the TTLs have run out.
 var leftoverPatterns = []string{"turnstile:lock:*", "asynq:*turnstile:parked*"}
 
-// parkedIndexTTL is the longest a parked-queues index set may outlive its
-// last parked task: middleware's parked TTL, its safety net (5 min) plus a
-// minute. The index only names queues to look in; the lists it names are
-// checked to be gone.
+// parkedIndexTTL is the longest a parked-queues index set, or a parked
+// list, may outlive its last parked task: middleware's parked TTL, its
+// safety net (5 min) plus a minute.
 const parkedIndexTTL = 6 * time.Minute
 
 // leftovers waits up to a lock TTL and a margin for the lock keys and
 // parked lists to go, and returns those that stay, with their TTLs. A
-// parked-queues index set with a TTL within parkedIndexTTL is counted in
-// indexes instead: it is bounded by design.
+// parked-queues index set or parked list with a TTL within parkedIndexTTL
+// is counted in indexes instead: it is bounded by design.
 func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes int, err error) {
 	deadline := time.Now().Add(shopLockTTL + 2*time.Second)
 	for {
@@ -190,7 +189,12 @@ func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes i
 					continue
 				}
 				ttl := rdb.PTTL(ctx, k).Val()
-				if strings.HasPrefix(k, "asynq:turnstile:parked:{") && strings.HasSuffix(k, "}:queues") && ttl > 0 && ttl <= parkedIndexTTL {
+				// An index, or a list whose tasks are gone (a SIGKILLed
+				// holder's key that no release wakes again: its entries
+				// are dropped by the next wake-up or its TTL), is bounded
+				// by design; a list with a task still waiting would also
+				// keep the queues busy, which waitIdle would have caught.
+				if strings.Contains(k, ":turnstile:parked:") && ttl > 0 && ttl <= parkedIndexTTL {
 					indexes++
 					continue
 				}
