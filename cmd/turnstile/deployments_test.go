@@ -75,12 +75,14 @@ func demoThrough(t *testing.T, url string, fail func()) (s demoSummary, failed, 
 // it needs the dead master's slots (a sold-out checkout needs none of the
 // queue's), and the client may use the new master before every node
 // agrees on it: the pause may begin after the failure and end before the
-// fixture sees the failover done.
+// fixture sees the failover done. Its client learns of the new master
+// from the sentinels on its own schedule, so under load the pause may
+// also begin just after the fixture saw the promotion (88 ms in a CI run).
 func demoThroughAFailover(t *testing.T, url string, fail func()) {
 	t.Helper()
 	s, failed, serving := demoThrough(t, url, fail)
 	to := s.Pause.From.Add(time.Duration(s.Pause.Ms * float64(time.Millisecond)))
-	require.True(t, s.Pause.From.Before(serving), "the longest pause began after the failover")
+	require.True(t, s.Pause.From.Before(serving.Add(time.Second)), "the longest pause began well after the failover")
 	require.True(t, to.After(failed), "the longest pause ended before the failure")
 }
 
