@@ -173,10 +173,14 @@ var leftoverPatterns = []string{"turnstile:lock:*", "asynq:*turnstile:parked*"}
 // safety net (5 min) plus a minute.
 const parkedIndexTTL = 6 * time.Minute
 
+// wantedTTL is the lock's bound on a wanted mark (lock.wantedTTL).
+const wantedTTL = 24 * time.Hour
+
 // leftovers waits up to a lock TTL and a margin for the lock keys and
 // parked lists to go, and returns those that stay, with their TTLs. A
-// parked-queues index set or parked list with a TTL within parkedIndexTTL
-// is counted in indexes instead: it is bounded by design.
+// parked-queues index set or parked list with a TTL within parkedIndexTTL,
+// or a wanted mark within wantedTTL, is counted in indexes instead: it is
+// bounded by design.
 func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes int, err error) {
 	deadline := time.Now().Add(shopLockTTL + 2*time.Second)
 	for {
@@ -194,7 +198,13 @@ func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes i
 				// are dropped by the next wake-up or its TTL), is bounded
 				// by design; a list with a task still waiting would also
 				// keep the queues busy, which waitIdle would have caught.
-				if strings.Contains(k, ":turnstile:parked:") && ttl > 0 && ttl <= parkedIndexTTL {
+				// A wanted mark whose holder died with tasks parked on
+				// it has no release left to clear it: the lock bounds it
+				// at a day (lock.wantedTTL), within its TTL as the issue
+				// asks; counted, not failed.
+				parked := strings.Contains(k, ":turnstile:parked:") && ttl <= parkedIndexTTL
+				wanted := strings.HasPrefix(k, "turnstile:lock:") && strings.HasSuffix(k, ":wanted") && ttl <= wantedTTL
+				if ttl > 0 && (parked || wanted) {
 					indexes++
 					continue
 				}

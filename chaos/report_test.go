@@ -146,7 +146,7 @@ func (r *result) measure(loadStart, loadEnd time.Time) {
 // summary is one line for the run's log.
 func (r *result) summary(l *load) string {
 	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost; "+
-		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable, %d refused within their lock's TTL; %d violations (%d known); %d leftovers (%d parked keys within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
+		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable, %d refused within their lock's TTL; %d violations (%d known); %d leftovers (%d parked keys and wanted marks within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
 		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost),
 		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.overlaps), len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
 		r.recoveries, r.unmeasured, r.idle.Round(time.Millisecond))
