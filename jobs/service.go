@@ -19,7 +19,9 @@ import (
 // A Store is the order ledger the jobs read and write: ledger.Store in
 // Redis, or another with the same guarantees (Commit atomic; a read given
 // fences records the highest token seen per resource with the read; both
-// refuse a token below that with ledger.ErrStaleFence; Deliver once per
+// refuse a token below that with ledger.ErrStaleFence; a commit with
+// fences refuses, with ledger.ErrChanged, an order or count that is not
+// what the writer read; Deliver once per
 // notification; DueRevokes lists the orders a commit with RevokeAt made
 // due, until a commit without one, or PostponeRevoke moves it later).
 type Store interface {

@@ -8,9 +8,11 @@
 // lost its lock while paused can neither read it again nor commit what it
 // computed from its earlier read.
 //
-// The store writes what its caller computed and checks nothing else: it is
-// the lock around the read, the gateway call and the write that keeps the
-// ledger consistent, and running the jobs without it shows what breaks.
+// The store writes what its caller computed and checks nothing but the
+// fences and, with them, that what the caller read still stands (a Redis
+// that lost acknowledged writes fails that: ErrChanged): it is the lock
+// around the read, the gateway call and the write that keeps the ledger
+// consistent, and running the jobs without it shows what breaks.
 //
 // Ticket types belong to events, and an order to the event of its ticket
 // types. The keys of one event share a Redis Cluster hash tag, so each
