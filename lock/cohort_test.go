@@ -239,7 +239,7 @@ func TestCohort(t *testing.T) {
 		l, _ := newLocker(t, lock.Config{Wait: 10 * time.Second})
 		lease, err := l.Acquire(t.Context(), key)
 		require.NoError(t, err)
-		held, err := l.Want(t.Context(), key)
+		held, err := l.Want(t.Context(), key, time.Minute)
 		require.NoError(t, err)
 		require.True(t, held)
 		for _, want := range [][]lock.Resource{{key}, nil} {

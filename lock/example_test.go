@@ -91,7 +91,7 @@ func ExampleLocker_Want() {
 
 	// A job that finds the seat busy does not wait in the queue: it asks to
 	// be told, and goes away.
-	held, _ := locker.Want(ctx, seat)
+	held, _ := locker.Want(ctx, seat, time.Minute)
 	fmt.Println("held, so marked:", held)
 
 	if err := lease.Release(ctx); err != nil {

@@ -175,7 +175,7 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		ctx := t.Context()
 		other := other(t, b, lock.Config{})
 		free := lock.Key("wanted", "free")
-		held, err := other.Want(ctx, free)
+		held, err := other.Want(ctx, free, time.Minute)
 		require.NoError(t, err)
 		require.False(t, held, "a free resource is not marked")
 		lease, err := b.locker.Acquire(ctx, free)
@@ -187,7 +187,7 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		first, err := b.locker.Acquire(ctx, key, k)
 		require.NoError(t, err)
 		require.Nil(t, first.Wanted(), "nothing is reported before Release")
-		held, err = other.Want(ctx, k)
+		held, err = other.Want(ctx, k, time.Minute)
 		require.NoError(t, err)
 		require.True(t, held)
 		require.NoError(t, first.Release(ctx))
@@ -201,7 +201,7 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		// ...and a clear with a mark that changed since does nothing.
 		third, err := b.locker.Acquire(ctx, k)
 		require.NoError(t, err)
-		held, err = other.Want(ctx, k)
+		held, err = other.Want(ctx, k, time.Minute)
 		require.NoError(t, err)
 		require.True(t, held)
 		require.NoError(t, second.ClearWanted(ctx, k))
@@ -213,6 +213,16 @@ func testLocker(t *testing.T, newBackend func(t *testing.T) backend) {
 		require.NoError(t, err)
 		require.NoError(t, fourth.Release(ctx))
 		require.Empty(t, fourth.Wanted())
+
+		// A mark nobody clears lasts its ttl past the last Want.
+		fifth, err := b.locker.Acquire(ctx, k)
+		require.NoError(t, err)
+		held, err = other.Want(ctx, k, 100*time.Millisecond)
+		require.NoError(t, err)
+		require.True(t, held)
+		b.elapse(200 * time.Millisecond)
+		require.NoError(t, fifth.Release(ctx))
+		require.Empty(t, fifth.Wanted(), "the mark outlived its ttl")
 	})
 
 	t.Run("FailedAcquireLeavesHolderAlone", func(t *testing.T) {

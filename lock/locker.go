@@ -458,25 +458,22 @@ func (s *shared) each(ctx context.Context, fn func(context.Context, *node)) {
 	wg.Wait()
 }
 
-// wantedTTL bounds how long a wanted mark outlives the lease it was put
-// on when no release finds it (the holder expired, and nobody locks the
-// resource again).
-const wantedTTL = 24 * time.Hour
-
 // Want marks r, if it is held, as wanted by a caller outside its queue:
 // one that will come back when told, as the worker's parked tasks do. The
 // release of every later lease on r finds the mark (Lease.Wanted) until
-// ClearWanted removes it. It reports whether r is held (by a majority of
-// the nodes, in quorum mode); when it is not, nothing was marked and
-// nobody will be told.
-func (l *Locker) Want(ctx context.Context, r Resource) (bool, error) {
+// ClearWanted removes it, or until ttl passes with no Want on r: a mark
+// nobody clears (its holder expired, and nobody locks r again) lasts no
+// longer than whoever wanted r waits. It reports whether r is held (by a
+// majority of the nodes, in quorum mode); when it is not, nothing was
+// marked and nobody will be told.
+func (l *Locker) Want(ctx context.Context, r Resource, ttl time.Duration) (bool, error) {
 	if cs := l.shared.cohorts; cs != nil {
 		cs.want(r)
 	}
 	k := r.redisKeys(l.shared.prefix)
 	mark := rand.Text()
 	return l.shared.vote(ctx, "want", func(ctx context.Context, n *node) (bool, error) {
-		v, err := wantScript.Run(ctx, n.client, []string{k.lock, k.wanted}, mark, wantedTTL.Milliseconds()).Int()
+		v, err := wantScript.Run(ctx, n.client, []string{k.lock, k.wanted}, mark, max(ttl.Milliseconds(), 1)).Int()
 		return v == 1, err
 	})
 }

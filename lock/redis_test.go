@@ -308,7 +308,7 @@ func TestLocker_Quorum(t *testing.T) {
 	require.NoError(t, err)
 	_, err = tryOnce.Acquire(t.Context(), key)
 	require.ErrorIs(t, err, lock.ErrNotAcquired)
-	wanted, err := tryOnce.Want(t.Context(), key)
+	wanted, err := tryOnce.Want(t.Context(), key, time.Minute)
 	require.NoError(t, err)
 	require.True(t, wanted, "held by a majority, so marked")
 	require.NoError(t, held.Release(t.Context()))

@@ -255,7 +255,7 @@ func (g *Guard) park(ctx context.Context, r *rule, t *asynq.Task, queue, id stri
 	// to wake: if the resource is free now, that happened, and we wake the
 	// list ourselves (the wake-up waits until asynq has moved us to the
 	// retry set).
-	if held, err := g.locker.Want(ctx, busy.Resource); err != nil || !held {
+	if held, err := g.locker.Want(ctx, busy.Resource, g.parkedTTL()); err != nil || !held {
 		g.wakeDetached(ctx, queue, busy.Resource)
 	}
 	g.cfg.Metrics.BusyRetry(ctx, busy.Resource)
