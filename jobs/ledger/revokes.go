@@ -14,24 +14,34 @@ import (
 // reserved orders whose payment window closed, whether or not their
 // revoke task still exists.
 func (s *Store) DueRevokes(ctx context.Context, t time.Time, limit int) ([]string, error) {
-	events, err := s.events(ctx)
+	due, err := s.byScore(ctx, "revokes", t, limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: due revokes: %w", err)
 	}
-	var due []string
+	return due, nil
+}
+
+// byScore returns up to limit members, of every event's sorted set named
+// set, whose score (unix ms) is at or before t, lowest first per event.
+func (s *Store) byScore(ctx context.Context, set string, t time.Time, limit int) ([]string, error) {
+	events, err := s.events(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
 	for _, ev := range events {
-		if len(due) >= limit {
+		if len(ids) >= limit {
 			break
 		}
-		ids, err := s.rdb.ZRangeByScore(ctx, s.key(ev, "revokes"), &redis.ZRangeBy{
-			Min: "-inf", Max: strconv.FormatInt(t.UnixMilli(), 10), Count: int64(limit - len(due)),
+		part, err := s.rdb.ZRangeByScore(ctx, s.key(ev, set), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(t.UnixMilli(), 10), Count: int64(limit - len(ids)),
 		}).Result()
 		if err != nil {
-			return nil, fmt.Errorf("ledger: due revokes of event %q: %w", ev, err)
+			return nil, fmt.Errorf("%s of event %q: %w", set, ev, err)
 		}
-		due = append(due, ids...)
+		ids = append(ids, part...)
 	}
-	return due, nil
+	return ids, nil
 }
 
 // PostponeRevoke makes an order that is still due for its revoke due

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -57,6 +58,7 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 //	KEYS[5] -> the order, or the counter again when there is none
 //	KEYS[6 .. 5+nf] -> fence keys  KEYS[6+nf .. 5+nf+na] -> ticket type hashes
 //	KEYS[6+nf+na] -> the event's due revokes (sorted set: order ID by ms)
+//	KEYS[7+nf+na] -> the event's undelivered orders (sorted set: order ID by ms)
 //	ARGV[1] -> nf  ARGV[2] -> na  ARGV[3 .. 2+nf] -> tokens
 //	ARGV[3+nf .. 2+nf+na] -> available counts
 //	ARGV[3+nf+na .. 2+nf+2na] -> the counts they were computed from, or ''
@@ -64,14 +66,17 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 //	ARGV[o+2] -> its ID  ARGV[o+3] -> the event's number prefix
 //	ARGV[o+4] -> when the order is due for its revoke, unix ms, or ''
 //	ARGV[o+5] -> SHA-1 of the order's JSON as it was read, or ''
-//	ARGV[o+6 ..] -> outbox pairs: id, JSON
+//	ARGV[o+6] -> now, unix ms  ARGV[o+7 ..] -> outbox pairs: id, JSON
 //
 // All keys are of one event. A fence key holds the highest token the store
 // has seen for its resource, in a fenced read or a commit. An order whose
 // JSON has an empty number gets the event's next one. Returns that number
 // (empty when the order had one or there is none), or an error reply
 // "STALE <i>" naming the first stale fence, or "CHANGED <i>" naming the
-// first ticket type (0: the order) that is not what it was read as.
+// first ticket type (0: the order) that is not what it was read as. A
+// notification recorded for the first time is pending for its order, and
+// the order is undelivered from now on unless it already was since
+// earlier (ZADD NX: a sweep looks for the oldest).
 var commitScript = redis.NewScript(`
 local nf, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local o = 2 + nf + 2 * na
@@ -113,9 +118,10 @@ if order ~= '' then
     redis.call('ZREM', KEYS[6 + nf + na], id)
   end
 end
-for i = o + 6, #ARGV, 2 do
+for i = o + 7, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('SADD', KEYS[4], ARGV[i])
+    if id ~= '' then redis.call('ZADD', KEYS[7 + nf + na], 'NX', ARGV[o + 6], id) end
   end
 end
 return number
@@ -197,12 +203,12 @@ func (s *Store) Commit(ctx context.Context, fences []Fence, ch Change) error {
 		}
 		args = append(args, was)
 	}
-	keys = append(keys, s.key(ev, "revokes"))
+	keys = append(keys, s.key(ev, "revokes"), s.key(ev, "undelivered"))
 	revokeAt := ""
 	if !ch.RevokeAt.IsZero() {
 		revokeAt = strconv.FormatInt(ch.RevokeAt.UnixMilli(), 10)
 	}
-	args = append(args, orderJSON, orderID, numberPrefix(ev), revokeAt, orderRead)
+	args = append(args, orderJSON, orderID, numberPrefix(ev), revokeAt, orderRead, time.Now().UnixMilli())
 	for _, n := range ch.Outbox {
 		b, err := json.Marshal(n)
 		if err != nil {
@@ -489,10 +495,13 @@ func (s *Store) Orders(ctx context.Context) ([]string, error) {
 
 // deliverScript sends each pending notification of an order once: the
 // first delivery of an ID appends it to the sent log, a later one only
-// counts.
+// counts. It leaves the order's pending set empty, so the order is no
+// longer undelivered.
 //
 //	KEYS[1] -> the order's pending set  KEYS[2] -> outbox
 //	KEYS[3] -> sent log (list)  KEYS[4] -> deliveries per ID (hash)
+//	KEYS[5] -> the event's undelivered orders (sorted set)
+//	ARGV[1] -> the order's ID
 //
 // Returns how many it sent.
 var deliverScript = redis.NewScript(`
@@ -504,19 +513,25 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
   redis.call('SREM', KEYS[1], id)
 end
+redis.call('ZREM', KEYS[5], ARGV[1])
 return sent
 `)
 
 // Deliver sends the order's pending notifications, each exactly once
-// however often it is called, and returns how many it sent. Jobs call it
-// after their locks are released.
+// however often and however concurrently it is called, and returns how
+// many it sent. Jobs call it after their locks are released, and
+// jobs.Service.SweepOutbox for the orders Undelivered lists. It sends
+// only what commits have written, so it never runs ahead of one, and what
+// is pending goes out in no set order: when a second job on the order
+// commits before the first one's delivery runs, one call sends both.
 func (s *Store) Deliver(ctx context.Context, orderID string) (int, error) {
 	ev, err := s.orderEvent(ctx, orderID)
 	if err != nil {
 		return 0, err
 	}
 	n, err := deliverScript.Run(ctx, s.rdb,
-		[]string{s.key(ev, "pending", orderID), s.key(ev, "outbox"), s.key(ev, "sent"), s.key(ev, "deliveries")}).Int()
+		[]string{s.key(ev, "pending", orderID), s.key(ev, "outbox"), s.key(ev, "sent"), s.key(ev, "deliveries"), s.key(ev, "undelivered")},
+		orderID).Int()
 	if err != nil {
 		return 0, fmt.Errorf("ledger: deliver %s: %w", orderID, err)
 	}

@@ -306,7 +306,8 @@ func testEvents(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 		s := eventShop(t, rdb)
 		ctx := t.Context()
 		fence := func(r string) []ledger.Fence { return []ledger.Fence{{Resource: r, Token: 1}} }
-		for _, o := range []*ledger.Order{eventOrder("o-r", "rock", "pit"), eventOrder("o-j", "jazz", "lounge"), newOrder("o-d")} {
+		orders := []*ledger.Order{eventOrder("o-r", "rock", "pit"), eventOrder("o-j", "jazz", "lounge"), newOrder("o-d")}
+		for _, o := range orders {
 			tt := o.Items[0].TicketType
 			_, n, err := s.TicketType(ctx, tt, fence("ticket_type:"+tt+":inventory")...)
 			require.NoError(t, err)
@@ -317,8 +318,17 @@ func testEvents(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 			_, err = s.Deliver(ctx, o.ID)
 			require.NoError(t, err)
 		}
+		// One notification left pending, so that its order's pending set
+		// and its event's undelivered index are among the keys below.
+		require.NoError(t, s.Commit(ctx, nil, ledger.Change{
+			Order: orders[0], Outbox: []ledger.Notification{{ID: "o-r:confirmed", OrderID: "o-r", Kind: "confirmed"}},
+		}))
 		// Every key of an event, and its orders', is in the event's slot.
 		keys, err := rdb.Keys(ctx, ledger.DefaultPrefix+"*").Result()
+		require.NoError(t, err)
+		require.Contains(t, keys, ledger.DefaultPrefix+"{ledger:rock}:undelivered")
+		require.Contains(t, keys, ledger.DefaultPrefix+"{ledger:rock}:pending:o-r")
+		_, err = s.Deliver(ctx, "o-r")
 		require.NoError(t, err)
 		slots := map[string]map[int]bool{}
 		for _, k := range keys {
@@ -366,7 +376,7 @@ func testEvents(t *testing.T, client func(t *testing.T) redis.UniversalClient) {
 		require.Equal(t, []string{"gold", "lounge", "pit"}, types)
 		notes, delivered, err := s.Outbox(ctx)
 		require.NoError(t, err)
-		require.Len(t, notes, 3)
+		require.Len(t, notes, 4)
 		for id := range notes {
 			require.Equal(t, int64(1), delivered[id], id)
 		}
