@@ -18,7 +18,8 @@
 // Each handler is the same short sequence: load the order, check its
 // state, call the gateway where money moves, commit the new state with the
 // fencing tokens of the locks it holds, and send the notifications once the
-// locks are released. The worker's guard holds the order's lock; a job that
+// locks are released (what a worker that died in between left,
+// Service.SweepOutbox sends). The worker's guard holds the order's lock; a job that
 // changes inventory takes the ticket types' inventory locks too, always
 // after the order's. An order's ticket types are all of one event
 // (ErrMixedEvents otherwise), so that its commit, which touches the order

@@ -23,7 +23,9 @@ import (
 // fences refuses, with ledger.ErrChanged, an order or count that is not
 // what the writer read; Deliver once per
 // notification; DueRevokes lists the orders a commit with RevokeAt made
-// due, until a commit without one, or PostponeRevoke moves it later).
+// due, until a commit without one, or PostponeRevoke moves it later;
+// Undelivered lists the orders with a notification a commit recorded and
+// no Deliver sent yet).
 type Store interface {
 	Order(ctx context.Context, id string, fences ...ledger.Fence) (*ledger.Order, error)
 	TicketType(ctx context.Context, id string, fences ...ledger.Fence) (ledger.TicketType, int64, error)
@@ -31,6 +33,7 @@ type Store interface {
 	Deliver(ctx context.Context, orderID string) (int, error)
 	DueRevokes(ctx context.Context, t time.Time, limit int) ([]string, error)
 	PostponeRevoke(ctx context.Context, orderID string, t time.Time) error
+	Undelivered(ctx context.Context, t time.Time, limit int) ([]string, error)
 }
 
 // A Service runs the shop's jobs over its ledger and payment gateway.
@@ -174,7 +177,8 @@ func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
 		defer cancel()
 		// Tried again through a brief fault (a connection reset); past
-		// the timeout the notification waits for the next job on the order.
+		// the timeout the notification waits for the outbox sweep
+		// (SweepOutbox), or the next job on the order if that comes first.
 		_, err := s.Store.Deliver(ctx, orderID)
 		for wait := 50 * time.Millisecond; err != nil && ctx.Err() == nil; wait = min(2*wait, time.Second) {
 			select {
@@ -184,7 +188,7 @@ func (s *Service) deliverAfterRelease(ctx context.Context, orderID string) {
 			}
 		}
 		if err != nil {
-			s.log().WarnContext(ctx, "deliver notifications; the next job on the order retries", slog.String("order_id", orderID), slog.Any("error", err))
+			s.log().WarnContext(ctx, "deliver notifications; the outbox sweep retries", slog.String("order_id", orderID), slog.Any("error", err))
 		}
 	})
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,12 +43,21 @@ type shopIn struct {
 	// GatewayRedis holds the gateway simulator's books when
 	// TURNSTILE_GATEWAY_REDIS_URL is set (see gatewayRedis); else Redis.
 	GatewayRedis redis.UniversalClient `name:"gateway" optional:"true"`
+	// SweepEvery is TURNSTILE_SWEEP_EVERY when set (see sweepPeriod);
+	// else defaultSweepEvery.
+	SweepEvery sweepEvery `optional:"true"`
 }
 
-// sweepEvery is how often a worker looks for reserved orders whose
-// revoke was lost, and how long after their payment window it waits for
-// the scheduled one first.
-const sweepEvery = time.Minute
+// defaultSweepEvery is how often a worker sweeps (jobs.Service.SweepEvery)
+// for reserved orders whose revoke was lost and for notifications left
+// undelivered, and how long it waits for the scheduled revoke after a
+// payment window first. A lost revoke costs at most the window plus two
+// periods; a notification left undelivered waits at most max(period,
+// 10 s) plus one period (jobs.Service.Sweep).
+const defaultSweepEvery = time.Minute
+
+// sweepEvery is a worker's sweep period, its own type for fx.
+type sweepEvery time.Duration
 
 // serveShop gives a worker the shop's jobs, over the ledger and the
 // gateway simulator in the worker's own Redis (the simulator's in
@@ -71,8 +82,9 @@ func serveShop() fx.Option {
 		svc := &jobs.Service{Store: ledger.New(rdb, "").WithHistory(in.History), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
 		sweep, stopSweep := context.WithCancel(context.Background())
 		var sweeping sync.WaitGroup
+		every := cmp.Or(time.Duration(in.SweepEvery), defaultSweepEvery)
 		lc.Append(fx.StartStopHook(
-			func() { sweeping.Go(func() { svc.SweepRevokesEvery(sweep, sweepEvery, sweepEvery) }) },
+			func() { sweeping.Go(func() { svc.SweepEvery(sweep, every, every) }) },
 			func() { stopSweep(); sweeping.Wait() },
 		))
 		return svc.TaskTypes(), nil
@@ -119,6 +131,32 @@ func recordHistory(getenv func(string) string) fx.Option {
 		logger.Info("recording fenced ledger operations", slog.String("file", getenv(envHistoryFile)))
 		return h, nil
 	})
+}
+
+// envSweepEvery names how often "turnstile worker" sweeps for lost
+// revokes and undelivered notifications, as a Go duration. Empty: once a
+// minute. The robustness suite wants a few seconds, so that what a
+// killed worker left is swept within its runs.
+const envSweepEvery = "TURNSTILE_SWEEP_EVERY"
+
+// sweepAbout is the variable's line in a command's help.
+const sweepAbout = envSweepEvery + ", when set, is how often the worker sweeps for lost revokes and\nundelivered notifications, as a Go duration (default 1m)."
+
+// sweepPeriod gives serveShop the period of TURNSTILE_SWEEP_EVERY; a
+// value that is not a positive duration fails the app's start.
+func sweepPeriod(getenv func(string) string) fx.Option {
+	v := strings.TrimSpace(getenv(envSweepEvery))
+	if v == "" {
+		return fx.Options()
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d <= 0 {
+		err = errors.New("not positive")
+	}
+	if err != nil {
+		return fx.Error(fmt.Errorf("%s=%q: %w", envSweepEvery, v, err))
+	}
+	return fx.Supply(sweepEvery(d))
 }
 
 // envGatewayRedisURL names the Redis that the gateway simulator of

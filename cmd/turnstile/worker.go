@@ -17,7 +17,7 @@ import (
 // c.ctx ends (SIGINT or SIGTERM), then shuts down gracefully.
 func runWorker(c *cli, args []string) int {
 	fs := flag.NewFlagSet("turnstile worker", flag.ContinueOnError)
-	cfg, code, ok := loadConfig(c, fs, args, "worker", "Runs a worker until SIGINT or SIGTERM. Running tasks get the shutdown\ntimeout to finish; their locks are released before it exits.\n\n"+historyAbout+"\n"+gatewayAbout)
+	cfg, code, ok := loadConfig(c, fs, args, "worker", "Runs a worker until SIGINT or SIGTERM. Running tasks get the shutdown\ntimeout to finish; their locks are released before it exits.\n\n"+historyAbout+"\n"+gatewayAbout+"\n"+sweepAbout)
 	if !ok {
 		return code
 	}
@@ -26,7 +26,7 @@ func runWorker(c *cli, args []string) int {
 		return exitUsage
 	}
 	logger := cfg.NewLogger(c.stderr)
-	app := fx.New(worker.Options(cfg, logger, c.serve, serveAdmin(), recordHistory(c.getenv), gatewayRedis(c.getenv)))
+	app := fx.New(worker.Options(cfg, logger, c.serve, serveAdmin(), recordHistory(c.getenv), gatewayRedis(c.getenv), sweepPeriod(c.getenv)))
 	if err := app.Start(c.ctx); err != nil {
 		logger.Error("worker did not start", slog.Any("error", err))
 		return exitError
