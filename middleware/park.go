@@ -64,8 +64,13 @@ func (g *Guard) parkedTTL() time.Duration { return g.cfg.SafetyNet + time.Minute
 //	ARGV[6] -> list TTL ms  ARGV[7] -> list cap
 //
 // Returns {busy rounds so far, unix ms of the first, verdict}: verdict 0
-// means give up, 1 not parked (the list is full), 2 parked.
+// means give up, 1 not parked (the list is full, or the task is gone), 2
+// parked. A task whose hash is gone (a Redis restart lost it, or someone
+// deleted it while it ran) is not counted: a count would make a hash of
+// turnstile's fields alone, which asynq's Inspector then fails to read
+// and nothing ever deletes.
 var parkScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return {0, tonumber(ARGV[2]), 1} end
 local since = redis.call('HGET', KEYS[2], 'turnstile_busy_since')
 local n
 if since and redis.call('HGET', KEYS[2], 'turnstile_busy_retried') == ARGV[3] then

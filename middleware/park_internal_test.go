@@ -22,6 +22,7 @@ func TestParkScript_CapsAndExpiresTheList(t *testing.T) {
 	const limit, ttl = 3, time.Minute
 	var verdicts []int64
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		require.NoError(t, rdb.HSet(ctx, taskKeyPrefix("default")+id, "state", "active").Err())
 		v, err := parkScript.Run(ctx, rdb, []string{list, taskKeyPrefix("default") + id},
 			id, time.Now().UnixMilli(), 0, 100, time.Hour.Milliseconds(), ttl.Milliseconds(), limit).Int64Slice()
 		require.NoError(t, err)
@@ -44,6 +45,23 @@ func TestParkScript_CapsAndExpiresTheList(t *testing.T) {
 	ids, err = rdb.LRange(ctx, list, 0, -1).Result()
 	require.NoError(t, err)
 	require.Equal(t, []string{"b", "c", "a"}, ids)
+}
+
+// A task whose hash is gone (a Redis restart lost it) is neither parked
+// nor counted: counting would leave a hash asynq cannot read.
+func TestParkScript_LeavesAGoneTaskAlone(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Server(t).Client(t)
+	ctx := t.Context()
+	list := parkedKey("default", lock.Key("thing", "busy"))
+	v, err := parkScript.Run(ctx, rdb, []string{list, taskKeyPrefix("default") + "gone"},
+		"gone", time.Now().UnixMilli(), 0, 100, time.Hour.Milliseconds(), time.Minute.Milliseconds(), 10).Int64Slice()
+	require.NoError(t, err)
+	require.Len(t, v, 3, "reply %v", v)
+	require.Equal(t, int64(1), v[2], "not parked")
+	n, err := rdb.Exists(ctx, taskKeyPrefix("default")+"gone", list).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the script wrote a hash or a list for a task that is gone")
 }
 
 // A wake-up that finds only active tasks takes them off the list and puts
