@@ -13,18 +13,22 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turnstilehq/turnstile/jobs/ledger"
 )
 
 // shopQueues are the queues the workers serve (worker.DefaultQueues).
 var shopQueues = []string{"critical", "default", "low"}
 
 // idleBound is how long after the load the queues get to become idle. A
-// SIGKILLed worker's tasks stay active until asynq's recoverer moves them
-// to retry: their lease (30 s from the last heartbeat) must have run out
-// 30 s before a recoverer pass, which each worker runs once a minute, and
-// the retry then waits asynq's default delay (15-45 s, as "turnstile
-// worker" sets no other): 30+30+60+45 = 165 s at worst, plus a margin.
-const idleBound = 180 * time.Second
+// task active in a worker that died, or whose completion a Redis crash
+// lost, stays active until asynq's recoverer moves it to retry: its lease
+// (30 s from the last heartbeat) must have run out 30 s before a
+// recoverer pass, which each worker runs once a minute, and the retry
+// then waits asynq's default delay (15-45 s, as "turnstile worker" sets
+// no other): 30+30+60+45 = 165 s at worst, plus a margin for a loaded
+// machine (a crash run took 139 s on a quiet one).
+const idleBound = 200 * time.Second
 
 // waitIdle polls until no queue has a pending, active or retry task and
 // none scheduled is due, and returns how long that took.
@@ -41,6 +45,29 @@ func waitIdle(ctx context.Context, inspect *asynq.Inspector, bound time.Duration
 		case <-ctx.Done():
 			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %w)", bound, busy, err)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// deliverBound is how long, once the queues are idle, the workers' outbox
+// sweep gets to deliver what a worker killed, paused or cut off inside
+// its delivery left: its grace (10 s, or the period if longer) after the
+// commit, and a period (sweepEvery) more.
+const deliverBound = 30 * time.Second
+
+// waitDelivered polls until no order has a notification left to deliver.
+func waitDelivered(ctx context.Context, store *ledger.Store) error {
+	ctx, cancel := context.WithTimeout(ctx, deliverBound)
+	defer cancel()
+	for {
+		left, err := store.Undelivered(ctx, time.Now(), 10)
+		if err == nil && len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("notifications not delivered %s after the queues were idle: orders %v (last error: %w)", deliverBound, left, err)
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -81,8 +108,8 @@ type taskOutcome struct {
 	completedAt         []time.Time // of retained tasks, whole seconds (asynq's resolution)
 	completedOn         map[string][]time.Time
 	lost                []string // neither completed nor archived with a reason
-	// lostWithRedis counts retained tasks gone whose enqueue returned
-	// within a loss window: Redis lost them with the window's writes.
+	// lostWithRedis counts tasks gone whose enqueue returned within a
+	// loss window: Redis lost them with the window's writes.
 	lostWithRedis int
 }
 
@@ -101,12 +128,14 @@ func checkTasks(inspect *asynq.Inspector, refs []taskRef, losses ...lossWindow) 
 	out := taskOutcome{completedOn: map[string][]time.Time{}}
 	for _, ref := range refs {
 		info, err := inspect.GetTaskInfo(ref.queue, ref.id)
+		gone := errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
 		switch {
+		case gone && slices.ContainsFunc(losses, func(w lossWindow) bool { return w.holds(ref.at) }):
+			// Lost, or for a task not retained possibly completed first:
+			// counted apart either way.
+			out.lostWithRedis++
 		case errors.Is(err, asynq.ErrTaskNotFound) && !ref.retained:
 			out.completed++
-		case (errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)) &&
-			slices.ContainsFunc(losses, func(w lossWindow) bool { return w.holds(ref.at) }):
-			out.lostWithRedis++
 		case err != nil:
 			out.lost = append(out.lost, fmt.Sprintf("%s %s: %v", ref.queue, ref.id, err))
 		case info.State == asynq.TaskStateCompleted:
@@ -168,19 +197,16 @@ func countLogs(files []string) (logCounts, error) {
 // which must be gone once the queues are idle and the TTLs have run out.
 var leftoverPatterns = []string{"turnstile:lock:*", "asynq:*turnstile:parked*"}
 
-// parkedIndexTTL is the longest a parked-queues index set, or a parked
-// list, may outlive its last parked task: middleware's parked TTL, its
-// safety net (5 min) plus a minute.
+// parkedIndexTTL is the longest a parked-queues index set, a parked
+// list, or the wanted mark its tasks put on a busy lock, may outlive its
+// last parked task: middleware's parked TTL, its safety net (5 min) plus
+// a minute.
 const parkedIndexTTL = 6 * time.Minute
-
-// wantedTTL is the lock's bound on a wanted mark (lock.wantedTTL).
-const wantedTTL = 24 * time.Hour
 
 // leftovers waits up to a lock TTL and a margin for the lock keys and
 // parked lists to go, and returns those that stay, with their TTLs. A
-// parked-queues index set or parked list with a TTL within parkedIndexTTL,
-// or a wanted mark within wantedTTL, is counted in indexes instead: it is
-// bounded by design.
+// parked-queues index set, parked list or wanted mark with a TTL within
+// parkedIndexTTL is counted in indexes instead: it is bounded by design.
 func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes int, err error) {
 	deadline := time.Now().Add(shopLockTTL + 2*time.Second)
 	for {
@@ -199,11 +225,10 @@ func leftovers(ctx context.Context, rdb *redis.Client) (left []string, indexes i
 				// by design; a list with a task still waiting would also
 				// keep the queues busy, which waitIdle would have caught.
 				// A wanted mark whose holder died with tasks parked on
-				// it has no release left to clear it: the lock bounds it
-				// at a day (lock.wantedTTL), within its TTL as the issue
-				// asks; counted, not failed.
+				// it has no release left to clear it: it lasts as long as
+				// the tasks it was put for (Locker.Want's ttl).
 				parked := strings.Contains(k, ":turnstile:parked:") && ttl <= parkedIndexTTL
-				wanted := strings.HasPrefix(k, "turnstile:lock:") && strings.HasSuffix(k, ":wanted") && ttl <= wantedTTL
+				wanted := strings.HasPrefix(k, "turnstile:lock:") && strings.HasSuffix(k, ":wanted") && ttl <= parkedIndexTTL
 				if ttl > 0 && (parked || wanted) {
 					indexes++
 					continue

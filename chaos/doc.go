@@ -4,11 +4,15 @@
 // conflicting workload at them, and strike on a schedule drawn from a
 // seed: SIGKILL, SIGSTOP for two to three lock TTLs, and, through a
 // worker's proxy, added latency, connection resets, a blackhole (bytes
-// swallowed, the connection left open) and slow closes. After each run
-// they check the books (jobs.Check), the ledger's fenced reads and
-// commits for linearizability (porcupine, internal/history), that no two
-// holders overlapped, that no task was lost, and that no lock, waiter
-// queue, wanted mark or parked list outlived its TTL.
+// swallowed, the connection left open) and slow closes; and restarts of
+// Redis itself, a crash that loses the last second (append-only file,
+// everysec) and a wipe (no persistence). After each run they check the
+// books (jobs.Check), the ledger's fenced reads and commits for
+// linearizability across the restarts (porcupine, internal/history),
+// that no fence was handed out again after a restart, that no two
+// holders overlapped, that no task was lost but with Redis, that every
+// notification was delivered once, and that no lock, waiter queue,
+// wanted mark or parked list outlived its TTL.
 //
 // The package has no API: everything is in its tests. "go test ./chaos"
 // runs one short seeded run of each fault kind (CI); "make chaos" runs

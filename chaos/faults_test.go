@@ -47,7 +47,23 @@ const (
 	// close to arrive, and a connection the worker gives up on still looks
 	// open to Redis (a subscriber that no longer listens).
 	faultSlowClose faultKind = "slowclose"
+
+	// The restarts act on the run's redis-server, so on every worker at
+	// once; the worker the step names only times the fault, mid-job.
+
+	// faultCrash kills redis-server and starts it again from its
+	// append-only file cut back a second, as a machine crash does under
+	// appendfsync everysec: Redis loses what it acknowledged in that
+	// second, the locks and fences of it too.
+	faultCrash faultKind = "crash"
+	// faultWipe restarts redis-server without its files, as a server
+	// without persistence comes back: empty. The suite then restocks the
+	// catalogue, as an operator would, and the shop goes on.
+	faultWipe faultKind = "wipe"
 )
+
+// redisKinds are the faults that restart Redis.
+var redisKinds = []faultKind{faultCrash, faultWipe}
 
 // isNet says whether k acts on the worker's proxy rather than its process.
 func (k faultKind) isNet() bool {
@@ -134,12 +150,13 @@ type fault struct {
 const midJobWait = 2 * time.Second
 
 // target is what the faults act on: the fleet, a Locker to see what its
-// workers hold, and Redis as the test reaches it (directly, not through
-// a worker's proxy).
+// workers hold, Redis as the test reaches it (directly, not through a
+// worker's proxy), and what restarts it (nil: the run has no restarts).
 type target struct {
-	fleet  *fleet
-	locker *lock.Locker
-	rdb    *redis.Client
+	fleet     *fleet
+	locker    *lock.Locker
+	rdb       *redis.Client
+	restarter *restarter
 }
 
 // inject runs steps one after the other against tg, stopping early when
@@ -171,6 +188,9 @@ func strike(ctx context.Context, tg target, p *proc, s step) error {
 	if s.kind.isNet() && p.proxy == nil {
 		return fmt.Errorf("worker %d has no proxy: start the fleet with fleetOptions.proxied", p.slot)
 	}
+	if slices.Contains(redisKinds, s.kind) && tg.restarter == nil {
+		return fmt.Errorf("%s: the run's Redis has no restarter", s.kind)
+	}
 	switch s.kind {
 	case faultKill:
 		if err := p.crash(); err != nil {
@@ -192,6 +212,11 @@ func strike(ctx context.Context, tg target, p *proc, s step) error {
 		return holdNet(ctx, p, s.hold, func() error { return p.proxy.Reset(0) })
 	case faultBlackhole:
 		return holdNet(ctx, p, s.hold, p.proxy.Blackhole)
+	case faultCrash:
+		tg.restarter.crash(ctx)
+		return nil
+	case faultWipe:
+		return tg.restarter.wipe(ctx)
 	case faultSlowClose:
 		return holdNet(ctx, p, s.hold, func() error {
 			if err := p.proxy.SlowClose(s.delay); err != nil {

@@ -118,6 +118,10 @@ func baseEnv() []string {
 	return env
 }
 
+// sweepEvery is the workers' sweep period (TURNSTILE_SWEEP_EVERY): short,
+// so that a notification a fault left undelivered is swept within a run.
+const sweepEvery = 2 * time.Second
+
 // fleetOptions say how a fleet's workers reach Redis.
 type fleetOptions struct {
 	// proxied puts each worker slot behind its own netfault proxy and
@@ -127,6 +131,9 @@ type fleetOptions struct {
 	proxied bool
 	// bin is the turnstile binary to run; empty means turnstileBin's.
 	bin string
+	// gatewayAddr is the gateway simulator's own Redis
+	// (TURNSTILE_GATEWAY_REDIS_URL); empty: the workers' Redis.
+	gatewayAddr string
 }
 
 // startFleet starts n workers connected straight to redisAddr; see
@@ -172,7 +179,11 @@ func startFleetWith(t *testing.T, redisAddr string, n int, opts fleetOptions) *f
 			"TURNSTILE_CONCURRENCY=8",
 			"TURNSTILE_SHUTDOWN_TIMEOUT=5s",
 			"TURNSTILE_LOG_FORMAT=json",
+			"TURNSTILE_SWEEP_EVERY="+sweepEvery.String(),
 		)
+		if opts.gatewayAddr != "" {
+			p.env = append(p.env, "TURNSTILE_GATEWAY_REDIS_URL=redis://"+opts.gatewayAddr)
+		}
 		f.procs = append(f.procs, p)
 	}
 	t.Cleanup(func() {

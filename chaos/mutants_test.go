@@ -34,13 +34,21 @@ const overlapMargin = 250 * time.Millisecond
 // the books right even then, so the other checks pass; this one does not.
 // ttl is the locks' shortest TTL (shopLockTTL: the order and inventory
 // locks both have it).
-func overlaps(records []history.Record, ttl time.Duration) []history.Record {
+//
+// A Redis restart that lost the lock between its setting and the refusal
+// hands it on early, by design (the fence is what guards then), so those
+// refusals are left out.
+func overlaps(records []history.Record, ttl time.Duration, restarts []history.Restart) []history.Record {
 	var out []history.Record
 	for _, r := range records {
 		if r.Outcome != ledger.OutcomeRefused {
 			continue
 		}
-		if time.Unix(0, r.End).Before(time.UnixMicro(r.Token).Add(ttl - overlapMargin)) {
+		set, refused := time.UnixMicro(r.Token), time.Unix(0, r.End)
+		if slices.ContainsFunc(restarts, func(rs history.Restart) bool { return !rs.Down.Before(set) && rs.Down.Before(refused) }) {
+			continue
+		}
+		if refused.Before(set.Add(ttl - overlapMargin)) {
 			out = append(out, r)
 		}
 	}
@@ -61,13 +69,27 @@ func describeOverlaps(rs []history.Record, n int) string {
 	return strings.Join(parts, "; ")
 }
 
-// A mutant is the turnstile tree with one seeded defect, and the check
-// that must catch it.
+// A mutant is the turnstile tree with a seeded defect, the scenarios
+// that strike it, and the check that must catch it.
 type mutant struct {
-	name     string
-	file     string // relative to the module root
-	old, new string // replaced once; old must occur exactly once
-	catches  string // a check constant (checkExclusive, ...)
+	name  string
+	edits []edit
+	// scenarios names the scenarios to run (make chaos's set when long);
+	// empty: CI's whole set, all at once.
+	scenarios []string
+	long      bool   // three seeds per scenario, as make chaos runs
+	catches   string // a check constant (checkExclusive, ...)
+}
+
+// An edit replaces old, which must occur exactly once, in file (relative
+// to the module root).
+type edit struct{ file, old, new string }
+
+// noChangeCheck switches off the commit's check of what it was computed
+// from (ledger.ErrChanged), both halves: the counts and the order.
+var noChangeCheck = []edit{
+	{"jobs/ledger/store.go", "  if was ~= '' and redis.call(", "  if false and redis.call("},
+	{"jobs/ledger/store.go", "if ARGV[o + 5] ~= '' then\n", "if false then -- mutant\n"},
 }
 
 // mutants are the defects the issue asks the suite to catch.
@@ -86,19 +108,44 @@ var mutants = []mutant{
 		// passed. The whole CI set at once on two cores, where holders
 		// are slow, fails the exclusive check.
 		name:    "ReleaseWithoutCompare",
-		file:    "lock/scripts.go",
-		old:     "  if redis.call('GET', lk) == ARGV[1] then\n",
-		new:     "  if true then -- mutant: release is a plain DEL\n",
+		edits:   []edit{{"lock/scripts.go", "  if redis.call('GET', lk) == ARGV[1] then\n", "  if true then -- mutant: release is a plain DEL\n"}},
 		catches: checkExclusive,
+	},
+	{
+		// The ledger takes any fence, the guard lets a handler whose lease
+		// ran out go on, and the commit does not check what it read: a
+		// worker paused between its read and its commit wakes after
+		// another took the order and commits on top. Each of the three
+		// alone still refuses that commit.
+		name: "NoFencing",
+		edits: append([]edit{
+			{"jobs/ledger/store.go", "  if tonumber(ARGV[2 + i]) < last then\n    return redis.error_reply('STALE ' .. i)\n", "  if false then -- mutant\n    return redis.error_reply('STALE ' .. i)\n"},
+			{"middleware/guard.go", "\t\t\tcancel(fmt.Errorf(\"%s: %w\", t.Type(), ErrLeaseLost))\n", "\t\t\t_ = ErrLeaseLost // mutant: the handler goes on\n"},
+		}, noChangeCheck...),
+		scenarios: []string{"Pause"},
+		long:      true,
+		catches:   checkLinearizable,
+	},
+	{
+		// The commit does not check what it read: a crash that loses the
+		// last second loses a holder's fenced read with it, its fences
+		// still pass, and its commit lands on a state it was not computed
+		// from (before the check, 2 runs in 4 oversold or mismatched).
+		name:      "NoChangeCheck",
+		edits:     noChangeCheck,
+		scenarios: []string{"Crash"},
+		long:      true,
+		catches:   checkInvariants,
 	},
 }
 
 // TestChaosMutants shows that the suite catches each mutant: it builds the
-// turnstile binary from a copy of the tree with the mutant's one change,
-// runs CI's scenarios with it, all at once as TestChaos does, and expects
-// at least one run to fail the mutant's check. It builds a binary per
-// mutant and runs for minutes, so it runs only with CHAOS_MUTANTS=true
-// (CHAOS_SEED repeats a seed).
+// turnstile binary from a copy of the tree with the mutant's edits, runs
+// the mutant's scenarios with it (CI's, all at once as TestChaos does,
+// unless it names some), and expects at least one run to fail the
+// mutant's check. It builds a binary per mutant and runs for minutes, so
+// it runs only with CHAOS_MUTANTS=true (CHAOS_SEED repeats a seed; -run
+// 'TestChaosMutants/NoFencing' picks one).
 func TestChaosMutants(t *testing.T) {
 	if !envBool("CHAOS_MUTANTS") {
 		t.Skip("mutants: a build and a run each; run with CHAOS_MUTANTS=true")
@@ -108,7 +155,12 @@ func TestChaosMutants(t *testing.T) {
 	for _, m := range mutants {
 		t.Run(m.name, func(t *testing.T) {
 			bin := buildMutant(t, m)
-			results := runAll(t, scenarios(false), seed, false, fleetOptions{proxied: true, bin: bin}, false)
+			scs := scenarios(m.long)
+			if len(m.scenarios) > 0 {
+				scs = slices.DeleteFunc(scs, func(sc scenario) bool { return !slices.Contains(m.scenarios, sc.name) })
+				require.Len(t, scs, len(m.scenarios), "mutant %s: scenarios %v", m.name, m.scenarios)
+			}
+			results := runAll(t, scs, seed, m.long, fleetOptions{proxied: true, bin: bin}, false)
 			t.Log("\n" + table(results))
 			var caught []string
 			for _, r := range results {
@@ -123,7 +175,7 @@ func TestChaosMutants(t *testing.T) {
 }
 
 // buildMutant copies the module's files (tracked and untracked, not
-// ignored: what git ls-files lists) to a temp dir, applies m, and builds
+// ignored: what git ls-files lists) to a temp dir, applies m's edits, and builds
 // cmd/turnstile there.
 func buildMutant(t *testing.T, m mutant) string {
 	t.Helper()
@@ -132,6 +184,7 @@ func buildMutant(t *testing.T, m mutant) string {
 	ls.Dir = root
 	out, err := ls.Output()
 	require.NoError(t, err, "git ls-files")
+	applied := 0
 	for name := range bytes.SplitSeq(bytes.TrimRight(out, "\x00"), []byte{0}) {
 		src := filepath.Join(root, string(name))
 		b, err := os.ReadFile(src) //nolint:gosec // G304: the module's own files
@@ -141,12 +194,16 @@ func buildMutant(t *testing.T, m mutant) string {
 		require.NoError(t, err)
 		dst := filepath.Join(dir, string(name))
 		require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o750))
-		if string(name) == m.file {
-			require.Equal(t, 1, bytes.Count(b, []byte(m.old)), "mutant %s: %q must occur once in %s", m.name, m.old, m.file)
-			b = bytes.Replace(b, []byte(m.old), []byte(m.new), 1)
+		for _, e := range m.edits {
+			if string(name) == e.file {
+				require.Equal(t, 1, bytes.Count(b, []byte(e.old)), "mutant %s: %q must occur once in %s", m.name, e.old, e.file)
+				b = bytes.Replace(b, []byte(e.old), []byte(e.new), 1)
+				applied++
+			}
 		}
 		require.NoError(t, os.WriteFile(dst, b, 0o600)) //nolint:gosec // G703: names git lists, under our temp dir
 	}
+	require.Equal(t, len(m.edits), applied, "mutant %s: every edit's file must be in the tree", m.name)
 	bin := filepath.Join(dir, "turnstile-"+m.name)
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/turnstile") //nolint:gosec // G204: our temp dir
 	build.Dir = dir
@@ -157,8 +214,8 @@ func buildMutant(t *testing.T, m mutant) string {
 }
 
 // TestOverlaps: a refusal within its lock's TTL is an overlap, one after
-// it or an accepted operation is not. It needs no Redis: the fence is the
-// time its lock was set.
+// it, one across a restart of Redis, or an accepted operation is not. It
+// needs no Redis: the fence is the time its lock was set.
 func TestOverlaps(t *testing.T) {
 	t.Parallel()
 	set := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -173,6 +230,16 @@ func TestOverlaps(t *testing.T) {
 		op(ledger.OutcomeRefused, 5*time.Second-overlapMargin), // within the margin
 		op(ledger.OutcomeAccepted, time.Second),
 		op(ledger.OutcomePending, time.Second),
-	}, 5*time.Second)
+	}, 5*time.Second, nil)
 	require.Equal(t, []history.Record{early}, got)
+
+	// A restart between the lock's setting and the refusal lost the lock:
+	// not an overlap. One before the setting or after the refusal is.
+	restart := func(after time.Duration) []history.Restart {
+		return []history.Restart{{Down: set.Add(after), Up: set.Add(after + 100*time.Millisecond)}}
+	}
+	const ttl = 3 * time.Second
+	require.Empty(t, overlaps([]history.Record{early}, ttl, restart(500*time.Millisecond)))
+	require.Equal(t, []history.Record{early}, overlaps([]history.Record{early}, ttl, restart(-time.Second)))
+	require.Equal(t, []history.Record{early}, overlaps([]history.Record{early}, ttl, restart(2*time.Second)))
 }

@@ -14,25 +14,30 @@ import (
 
 // result is one run's figures.
 type result struct {
-	scenario string
-	failed   bool
-	seed     uint64
-	started  int // checkouts
-	faults   []fault
-	loadErrs []error       // the producer's steps that failed
-	idle     time.Duration // from the end of the load to idle queues
-	idleErr  error         // the queues were not idle within idleBound
-	report   jobs.Report
-	// violations are the report's, but for knownUndelivered (see splitKnown).
-	violations, knownUndelivered []jobs.Violation
-	tasks                        taskOutcome
-	logs                         logCounts
-	history                      history.Result // the ledger's fenced operations, checked
+	scenario   string
+	failed     bool
+	seed       uint64
+	started    int // checkouts
+	faults     []fault
+	loadErrs   []error       // the producer's steps that failed
+	idle       time.Duration // from the end of the load to idle queues
+	idleErr    error         // the queues were not idle within idleBound
+	report     jobs.Report
+	violations []jobs.Violation
+	tasks      taskOutcome
+	logs       logCounts
+	history    history.Result // the ledger's fenced operations, checked
 	// overlaps are refused operations whose lock cannot have run out yet
 	// (see overlaps): two holders at once.
 	overlaps  []history.Record
 	leftovers []string
-	checks    []failure // the checks the run failed
+	// restarts are the run's restarts of Redis; vanished counts the
+	// load's steps that found what they needed gone with one (load.vanished).
+	restarts []history.Restart
+	vanished int
+	// fencesBack are fences handed out again after a restart (fencesGoBack).
+	fencesBack []string
+	checks     []failure // the checks the run failed
 	// parkedIndexes are parked-queues index sets still there, within
 	// their TTL (see leftovers).
 	parkedIndexes int
@@ -56,6 +61,8 @@ const (
 	checkExclusive    = "exclusive"
 	checkLost         = "lost"
 	checkLeftovers    = "leftovers"
+	checkFences       = "fences"
+	checkReconciled   = "reconciled"
 )
 
 // failure is one check a run failed, and why.
@@ -85,8 +92,19 @@ func (r *result) failures() []failure {
 	if len(r.overlaps) > 0 {
 		fs = append(fs, failure{checkExclusive, fmt.Sprintf("%d fenced operations refused while their lock could not have run out: %s", len(r.overlaps), describeOverlaps(r.overlaps, 5))})
 	}
+	if len(r.fencesBack) > 0 {
+		fs = append(fs, failure{checkFences, fmt.Sprintf("fences handed out again after a restart: %v", r.fencesBack)})
+	}
+	// Only a restart of Redis loses acknowledged writes: a webhook's
+	// commit the gateway saw, an order or a task the load was told of.
+	if len(r.restarts) == 0 && len(r.report.Unreconciled) > 0 {
+		fs = append(fs, failure{checkReconciled, fmt.Sprintf("gateway ahead of the ledger without a restart: %v", r.report.Unreconciled)})
+	}
 	if len(r.tasks.lost) > 0 {
 		fs = append(fs, failure{checkLost, fmt.Sprintf("tasks neither completed nor archived with a reason: %v", r.tasks.lost)})
+	}
+	if len(r.restarts) == 0 && r.vanished > 0 {
+		fs = append(fs, failure{checkLost, fmt.Sprintf("%d orders, ticket types or revokes gone without a restart", r.vanished)})
 	}
 	if len(r.leftovers) > 0 {
 		fs = append(fs, failure{checkLeftovers, fmt.Sprintf("lock keys or parked lists outlived their TTLs: %v", r.leftovers)})
@@ -145,10 +163,10 @@ func (r *result) measure(loadStart, loadEnd time.Time) {
 
 // summary is one line for the run's log.
 func (r *result) summary(l *load) string {
-	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost; "+
-		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable, %d refused within their lock's TTL; %d violations (%d known); %d leftovers (%d parked keys and wanted marks within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
-		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost),
-		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.overlaps), len(r.violations), len(r.knownUndelivered), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
+	return fmt.Sprintf("%d checkouts (%d reserved, %d sold out), %d tasks tracked (%d over HTTP): %d completed, %d archived, %d lost (%d tasks and %d steps gone with Redis, %d orders to reconcile); "+
+		"%d fenced ops (%d refused by the ledger, %d jobs failed on a stale fence), %d leases lost, %d resources not linearizable, %d refused within their lock's TTL; %d violations; %d leftovers (%d parked keys and wanted marks within their TTL); %.1f tasks/s clean, %.1f in faults; recoveries %v (%d unmeasured); idle after %s",
+		r.started, l.reserved, l.soldOut, len(l.tasks), l.viaAPI, r.tasks.completed, r.tasks.archived, len(r.tasks.lost), r.tasks.lostWithRedis, r.vanished, len(r.report.Unreconciled),
+		r.history.Totals().Ops, r.history.Totals().Refused, r.logs.refused, r.logs.leaseLost, len(r.history.Violations()), len(r.overlaps), len(r.violations), len(r.leftovers), r.parkedIndexes, r.rateClean, r.rateFault,
 		r.recoveries, r.unmeasured, r.idle.Round(time.Millisecond))
 }
 
@@ -156,7 +174,7 @@ func (r *result) summary(l *load) string {
 func table(results []result) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\truns\tfailed\tfaults\ttasks completed\tarchived\tlost\tfenced ops refused\tleases lost\tinvariant violations\tknown undelivered\tlinearizability violations\texclusion violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
+	fmt.Fprintln(tw, "fault\truns\tfailed\tfaults\ttasks completed\tarchived\tlost\tlost with Redis\tto reconcile\tfenced ops refused\tleases lost\tinvariant violations\tlinearizability violations\texclusion violations\tleftover keys\ttasks/s clean\ttasks/s in faults\tp99 recovery\tmax idle wait\t")
 	order := []string{}
 	for _, s := range append(scenarios(false), scenarios(true)...) {
 		if !slices.Contains(order, s.name) {
@@ -165,10 +183,10 @@ func table(results []result) string {
 	}
 	for _, name := range order {
 		var (
-			runs, failed, faults, completed, archived, lost, refused, leaseLost, violations, known, nonLinear, overlapping, leftover int
-			clean, inFault                                                                                                           []float64
-			recoveries                                                                                                               []time.Duration
-			idle                                                                                                                     time.Duration
+			runs, failed, faults, completed, archived, lost, lostWithRedis, unreconciled, refused, leaseLost, violations, nonLinear, overlapping, leftover int
+			clean, inFault                                                                                                                                 []float64
+			recoveries                                                                                                                                     []time.Duration
+			idle                                                                                                                                           time.Duration
 		)
 		for _, r := range results {
 			if r.scenario != name {
@@ -182,12 +200,13 @@ func table(results []result) string {
 			completed += r.tasks.completed
 			archived += r.tasks.archived
 			lost += len(r.tasks.lost)
+			lostWithRedis += r.tasks.lostWithRedis + r.vanished
+			unreconciled += len(r.report.Unreconciled)
 			refused += r.history.Totals().Refused
 			nonLinear += len(r.history.Violations())
 			overlapping += len(r.overlaps)
 			leaseLost += r.logs.leaseLost
 			violations += len(r.violations)
-			known += len(r.knownUndelivered)
 			leftover += len(r.leftovers)
 			clean = append(clean, r.rateClean)
 			if len(r.faults) > 0 {
@@ -199,8 +218,8 @@ func table(results []result) string {
 		if runs == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, failed, faults, completed, archived, lost,
-			refused, leaseLost, violations, known, nonLinear, overlapping, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", name, runs, failed, faults, completed, archived, lost, lostWithRedis, unreconciled,
+			refused, leaseLost, violations, nonLinear, overlapping, leftover, median(clean), median(inFault), p99(recoveries), idle.Round(time.Second))
 	}
 	_ = tw.Flush() // into a strings.Builder, which does not fail
 	return b.String() + "\n" + kindTable(results)

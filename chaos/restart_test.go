@@ -1,15 +1,99 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnstilehq/turnstile/internal/history"
+	"github.com/turnstilehq/turnstile/internal/redistest"
+	"github.com/turnstilehq/turnstile/jobs/ledger"
 )
+
+// restarter restarts the run's redis-server as a fault, the two ways a
+// restart loses writes Redis had acknowledged, and keeps what the checks
+// must know: when writes may have been lost, and when Redis went down.
+type restarter struct {
+	srv   *redistest.Process
+	rdb   *redis.Client
+	store *ledger.Store
+	types []ledger.TicketType
+
+	mu       sync.Mutex
+	losses   []lossWindow
+	restarts []history.Restart
+}
+
+// aofPostpone is how long appendfsync everysec may hold back acknowledged
+// writes from the file while a background fsync is slow.
+const aofPostpone = 2 * time.Second
+
+// crash is a machine crash under appendfsync everysec: the server is
+// killed and comes back from an append-only file cut back to what it held
+// a second before, so it loses what it acknowledged in that second.
+func (r *restarter) crash(ctx context.Context) {
+	// Redis writes its AOF buffer to the file before it replies, so a
+	// write acknowledged before the size was read is in it, with one
+	// exception: while a background fsync is slow, everysec postpones the
+	// write for up to 2 s and replies all the same. A run on a loaded
+	// machine lost a task acknowledged before the size was read, most
+	// likely so; the loss window starts 2 s earlier.
+	from := time.Now().Add(-aofPostpone)
+	synced := r.srv.AOFSize()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Second):
+	}
+	down := time.Now()
+	r.srv.CrashTo(synced) //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
+	r.note(lossWindow{from: from, to: down}, history.Restart{Down: down, Up: time.Now()})
+}
+
+// wipe is a restart without persistence: the server comes back empty. An
+// operator then restocks the catalogue (AddTicketType: full capacity
+// again), so the shop goes on; orders and tasks from before are gone.
+func (r *restarter) wipe(ctx context.Context) error {
+	down := time.Now()
+	r.srv.Wipe() //nolint:contextcheck // the server is the test's, bound to its t, not to a run's context
+	r.note(lossWindow{to: down}, history.Restart{Down: down, Up: time.Now()})
+	for _, tt := range r.types {
+		if err := retry(ctx, func() error { return r.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
+			return fmt.Errorf("chaos: restock %s after a wipe: %w", tt.ID, err)
+		}
+	}
+	// asynq registers a queue (asynq:queues) at a client's first enqueue
+	// to it, and never again: after a wipe the workers still run the
+	// queues' tasks, but an Inspector (asynqmon, the checks here) finds
+	// no queue until a new client enqueues. The operator registers them.
+	if err := retry(ctx, func() error { return r.rdb.SAdd(ctx, "asynq:queues", shopQueues).Err() }, func(error) bool { return false }); err != nil {
+		return fmt.Errorf("chaos: register the queues after a wipe: %w", err)
+	}
+	return nil
+}
+
+func (r *restarter) note(w lossWindow, rs history.Restart) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.losses = append(r.losses, w)
+	r.restarts = append(r.restarts, rs)
+}
+
+// windows returns the loss windows and the restarts so far.
+func (r *restarter) windows() ([]lossWindow, []history.Restart) {
+	if r == nil {
+		return nil, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.losses), slices.Clone(r.restarts)
+}
 
 // fencesGoBack returns, per resource, the tokens first used after a
 // restart that are not above every token used before it: a lock whose
