@@ -21,8 +21,8 @@ workerbench: ## Worker benchmark: bare asynq, the guard, the full chain, redsync
 	go run ./bench/cmd/workerbench
 fleetbench: ## Worker fleet of 1, 2, 4 processes on one redis-server and a 3-master cluster: tasks/s, p99, CPU per task, memory per order (about 8 min)
 	go run ./bench/cmd/fleetbench
-chaos:      ## Fault suite: 3 worker processes under SIGKILL, SIGSTOP and network faults, 3 seeded runs per fault kind, then a table (about 12 min; SEED=n repeats a seed)
-	CHAOS_LONG=true CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./chaos/
+chaos:      ## Fault suite: 3 worker processes under SIGKILL, SIGSTOP, network faults and Redis crashes and wipes, 3 seeded runs per fault kind, then a table (about 20 min; SEED=n repeats a seed)
+	CHAOS_LONG=true CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 45m -run '^TestChaos$$' -v ./chaos/
 soak:       ## Soak: 3 workers under steady load for 10 min (SOAK_DURATION=2m shortens it); goroutines, heap, connections and lock keys must stay flat
 	SOAK=true SOAK_DURATION=$(SOAK_DURATION) CHAOS_SEED=$(SEED) go test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./chaos/
 demo:       ## The demo on embedded Redis

@@ -27,8 +27,8 @@ var shopQueues = []string{"critical", "default", "low"}
 // recoverer pass, which each worker runs once a minute, and the retry
 // then waits asynq's default delay (15-45 s, as "turnstile worker" sets
 // no other): 30+30+60+45 = 165 s at worst, plus a margin for a loaded
-// machine (a crash run took 139 s on a quiet one).
-const idleBound = 200 * time.Second
+// machine (crash runs took 139-165 s).
+const idleBound = 240 * time.Second
 
 // waitIdle polls until no queue has a pending, active or retry task and
 // none scheduled is due, and returns how long that took.
