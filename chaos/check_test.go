@@ -129,10 +129,16 @@ func checkTasks(inspect *asynq.Inspector, refs []taskRef, losses ...lossWindow) 
 	for _, ref := range refs {
 		info, err := inspect.GetTaskInfo(ref.queue, ref.id)
 		gone := errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
+		inLoss := slices.ContainsFunc(losses, func(w lossWindow) bool { return w.holds(ref.at) })
 		switch {
-		case gone && slices.ContainsFunc(losses, func(w lossWindow) bool { return w.holds(ref.at) }):
+		case gone && inLoss:
 			// Lost, or for a task not retained possibly completed first:
 			// counted apart either way.
+			out.lostWithRedis++
+		case err == nil && info.State == asynq.TaskStateScheduled && inLoss:
+			// A revoke the load ran now in writes Redis lost: it is back
+			// on its schedule, the end of the payment window, where it
+			// runs. Counted apart too.
 			out.lostWithRedis++
 		case errors.Is(err, asynq.ErrTaskNotFound) && !ref.retained:
 			out.completed++
