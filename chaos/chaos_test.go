@@ -268,6 +268,9 @@ func run(t *testing.T, sc scenario, seed uint64, r *result, opts fleetOptions) {
 	r.started, r.faults, r.loadErrs, r.vanished = started, faults, ld.errs, ld.vanished
 	losses, restarts := tg.restarter.windows()
 	r.restarts = restarts
+	for _, w := range losses {
+		t.Logf("seed %d: writes acknowledged from %s to %s may be lost", seed, w.from.Format(stamp), w.to.Format(stamp))
+	}
 
 	r.idle, r.idleErr = waitIdle(ctx, inspect, idleBound)
 	if r.idleErr == nil {

@@ -43,7 +43,7 @@ func waitIdle(ctx context.Context, inspect *asynq.Inspector, bound time.Duration
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %w)", bound, busy, err)
+			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", bound, busy, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -90,6 +90,14 @@ func busyTasks(inspect *asynq.Inspector) (string, error) {
 		if n := info.Pending + info.Active + info.Retry; n > 0 {
 			busy = append(busy, fmt.Sprintf("%s: %d pending, %d active, %d retry", q, info.Pending, info.Active, info.Retry))
 		}
+		// Why a task waits in the retry set, for a run that ends here.
+		retry, err := inspect.ListRetryTasks(q, asynq.PageSize(3))
+		if err != nil {
+			return q, err
+		}
+		for _, ti := range retry {
+			busy = append(busy, fmt.Sprintf("%s: %s retry %d/%d at %s after %q", q, ti.ID, ti.Retried, ti.MaxRetry, ti.NextProcessAt.Format(stamp), ti.LastErr))
+		}
 		// The earliest scheduled task comes first.
 		sched, err := inspect.ListScheduledTasks(q, asynq.PageSize(1))
 		if err != nil {
@@ -101,6 +109,9 @@ func busyTasks(inspect *asynq.Inspector) (string, error) {
 	}
 	return strings.Join(busy, "; "), nil
 }
+
+// stamp formats the wall-clock times the suite logs, as the faults do.
+const stamp = "15:04:05.000"
 
 // taskOutcome is how the load's tasks ended.
 type taskOutcome struct {
@@ -143,7 +154,7 @@ func checkTasks(inspect *asynq.Inspector, refs []taskRef, losses ...lossWindow) 
 		case errors.Is(err, asynq.ErrTaskNotFound) && !ref.retained:
 			out.completed++
 		case err != nil:
-			out.lost = append(out.lost, fmt.Sprintf("%s %s: %v", ref.queue, ref.id, err))
+			out.lost = append(out.lost, fmt.Sprintf("%s %s enqueued at %s: %v", ref.queue, ref.id, ref.at.Format(stamp), err))
 		case info.State == asynq.TaskStateCompleted:
 			out.completed++
 			out.completedAt = append(out.completedAt, info.CompletedAt)
@@ -151,7 +162,7 @@ func checkTasks(inspect *asynq.Inspector, refs []taskRef, losses ...lossWindow) 
 		case info.State == asynq.TaskStateArchived && info.LastErr != "":
 			out.archived++
 		default:
-			out.lost = append(out.lost, fmt.Sprintf("%s %s: %s (last error %q)", ref.queue, ref.id, info.State, info.LastErr))
+			out.lost = append(out.lost, fmt.Sprintf("%s %s enqueued at %s: %s (last error %q)", ref.queue, ref.id, ref.at.Format(stamp), info.State, info.LastErr))
 		}
 	}
 	return out

@@ -328,7 +328,7 @@ func waitHolding(ctx context.Context, locker *lock.Locker, p *proc) []string {
 
 // String is a fault for logs and failure messages.
 func (f fault) String() string {
-	s := fmt.Sprintf("%s worker %d at +%s for %s", f.kind, f.slot, f.at.Format("15:04:05.000"), f.end.Sub(f.at).Round(time.Millisecond))
+	s := fmt.Sprintf("%s worker %d at +%s for %s", f.kind, f.slot, f.at.Format(stamp), f.end.Sub(f.at).Round(time.Millisecond))
 	switch f.kind {
 	case faultLatency:
 		s += fmt.Sprintf(" (+%s a reply)", f.delay.Round(time.Millisecond))

@@ -31,8 +31,10 @@ type restarter struct {
 }
 
 // aofPostpone is how long appendfsync everysec may hold back acknowledged
-// writes from the file while a background fsync is slow.
-const aofPostpone = 2 * time.Second
+// writes from the file while a background fsync is slow: Redis writes once
+// two seconds have passed by its clock of whole seconds (server.unixtime),
+// so up to just under three.
+const aofPostpone = 3 * time.Second
 
 // crash is a machine crash under appendfsync everysec: the server is
 // killed and comes back from an append-only file cut back to what it held
@@ -41,9 +43,9 @@ func (r *restarter) crash(ctx context.Context) {
 	// Redis writes its AOF buffer to the file before it replies, so a
 	// write acknowledged before the size was read is in it, with one
 	// exception: while a background fsync is slow, everysec postpones the
-	// write for up to 2 s and replies all the same. A run on a loaded
-	// machine lost a task acknowledged before the size was read, most
-	// likely so; the loss window starts 2 s earlier.
+	// write for up to aofPostpone and replies all the same. A run on a
+	// loaded machine lost a task acknowledged before the size was read,
+	// most likely so; the loss window starts that much earlier.
 	from := time.Now().Add(-aofPostpone)
 	synced := r.srv.AOFSize()
 	select {
@@ -124,7 +126,7 @@ func fencesGoBack(records []history.Record, restarts []history.Restart) []string
 		}
 		for res, tokens := range after {
 			if low := slices.Min(tokens); low <= before[res] {
-				bad = append(bad, fmt.Sprintf("%s: fence %d after the restart at %s, %d before it", res, low, down.Format("15:04:05.000"), before[res]))
+				bad = append(bad, fmt.Sprintf("%s: fence %d after the restart at %s, %d before it", res, low, down.Format(stamp), before[res]))
 			}
 		}
 	}
@@ -144,7 +146,7 @@ func TestFencesGoBack(t *testing.T) {
 		rec("order:b", 700, 95), rec("order:b", 650, 105), // a new fence, below: handed out again
 		rec("order:c", 10, 130), // nothing before
 	}
-	require.Equal(t, []string{"order:b: fence 650 after the restart at " + down.Format("15:04:05.000") + ", 700 before it"},
+	require.Equal(t, []string{"order:b: fence 650 after the restart at " + down.Format(stamp) + ", 700 before it"},
 		fencesGoBack(records, []history.Restart{{Down: down, Up: down.Add(time.Second)}}))
 	require.Empty(t, fencesGoBack(records, nil))
 }
