@@ -35,6 +35,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnstilehq/turnstile/lock"
+	"github.com/turnstilehq/turnstile/telemetry"
 	"github.com/turnstilehq/turnstile/worker"
 )
 
@@ -175,7 +176,7 @@ func (s *Server) routes() http.Handler {
 	if s.dashboard != nil {
 		mux.Handle(dashboardPath+"/", s.guardDashboard(s.dashboard))
 	}
-	return sameOrigin(mux)
+	return telemetry.HTTPHandler(sameOrigin(mux), s.deps.TracerProvider)
 }
 
 // logExposure says at start which routes answer without the token: a

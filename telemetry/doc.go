@@ -24,6 +24,13 @@
 // from the task's traceparent header, and it also links to it, so tools
 // that show only links or only parents both find the producer.
 //
+// The trace may begin before turnstile. Behind HTTPHandler (the admin
+// server's enqueue API), the send span is the child of a SERVER span named
+// by route pattern, itself the child of the caller's traceparent, read
+// with Propagator (W3C Trace Context and Baggage), which Setup makes the
+// global propagator. A command run by a CI system or a shell script takes
+// its parent from the TRACEPARENT environment variable (ContextFromEnv).
+//
 // Span names deviate from the messaging semantic conventions on purpose.
 // The conventions name a span "{operation} {destination}", which for asynq
 // would be the queue ("process default"). Operators search by task type,

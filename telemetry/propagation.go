@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel/codes"
@@ -19,6 +20,37 @@ import (
 // otel.GetTextMapPropagator: the global default propagates nothing, and
 // producer and worker must agree whatever their main function set up.
 var propagator = propagation.TraceContext{}
+
+// callerPropagator reads what a caller outside turnstile sends: W3C Trace
+// Context and W3C Baggage. See Propagator.
+var callerPropagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+// Propagator returns the propagator for what crosses into turnstile from
+// other services: W3C Trace Context (traceparent, tracestate) and W3C
+// Baggage. Setup makes it the global one (otel.SetTextMapPropagator), which
+// the admin server's HTTP instrumentation reads, so that a caller's
+// traceparent header becomes the parent of the request's server span.
+func Propagator() propagation.TextMapPropagator { return callerPropagator }
+
+// ContextFromEnv returns a copy of ctx carrying the remote span context and
+// baggage that the TRACEPARENT, TRACESTATE and BAGGAGE environment
+// variables hold (read through getenv), in the W3C formats of the headers
+// of the same names. This is how CI systems and shell tools hand their
+// trace to a command they run, as OpenTelemetry's "environment variables as
+// context propagation carriers" describes. ctx is returned unchanged when
+// TRACEPARENT is unset or malformed (and holds no baggage).
+func ContextFromEnv(ctx context.Context, getenv func(string) string) context.Context {
+	return callerPropagator.Extract(ctx, envCarrier(getenv))
+}
+
+// envCarrier reads propagation fields from environment variables: the
+// field "traceparent" from TRACEPARENT. It is read-only, and lists no keys
+// (getenv cannot enumerate); the W3C propagators only Get.
+type envCarrier func(string) string
+
+func (c envCarrier) Get(key string) string { return c(strings.ToUpper(key)) }
+func (envCarrier) Set(string, string)      {}
+func (envCarrier) Keys() []string          { return nil }
 
 // defaultQueue is asynq's queue when no asynq.Queue option is given.
 const defaultQueue = "default"

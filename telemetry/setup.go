@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/otel"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -40,6 +41,11 @@ type Config struct {
 	// Logger receives one line saying which exporters were configured.
 	// Nil discards it.
 	Logger *slog.Logger
+	// MetricReaders are more readers of the meter provider, beside the
+	// Prometheus exporter and OTEL_METRICS_EXPORTER's: a
+	// sdkmetric.ManualReader, say, through which the program reads its own
+	// metrics (the demo's summary). Shutdown shuts them down too.
+	MetricReaders []sdkmetric.Reader
 }
 
 // Providers holds the tracer and meter providers Setup built. Pass them to
@@ -71,7 +77,10 @@ type Providers struct {
 // span IDs, propagated as usual, but are not recorded unless their parent
 // was sampled upstream (OTEL_TRACES_SAMPLER is then ignored).
 //
-// Setup does not set the otel globals; that choice belongs to main. It
+// Setup makes Propagator (W3C Trace Context and Baggage) the global
+// propagator, which is what HTTP instrumentation reads a caller's
+// traceparent with; the global default would drop it. It leaves the global
+// tracer and meter providers alone: that choice belongs to main. It
 // returns an error for an unknown exporter or protocol name.
 func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 	logger := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
@@ -124,11 +133,15 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 		traceOpts = append(traceOpts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
 	meterOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
+	for _, r := range cfg.MetricReaders {
+		meterOpts = append(meterOpts, sdkmetric.WithReader(r))
+	}
 	if metricReader != nil && !autoexport.IsNoneMetricReader(metricReader) {
 		meterOpts = append(meterOpts, sdkmetric.WithReader(metricReader))
 		p.metricsExporter = os.Getenv("OTEL_METRICS_EXPORTER")
 	}
 	p.tracerProvider = sdktrace.NewTracerProvider(traceOpts...)
+	otel.SetTextMapPropagator(Propagator())
 	p.meterProvider = sdkmetric.NewMeterProvider(meterOpts...)
 
 	logger.InfoContext(ctx, "telemetry configured",

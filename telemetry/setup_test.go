@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnstilehq/turnstile/lock"
@@ -96,4 +98,26 @@ func TestSetup_RejectsUnknownExporter(t *testing.T) {
 	_, err := Setup(t.Context(), Config{})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "telemetry: metrics exporter")
+}
+
+// A reader given in Config.MetricReaders reads what /metrics serves.
+func TestSetup_MoreMetricReaders(t *testing.T) {
+	clearOTelEnv(t)
+	reader := sdkmetric.NewManualReader()
+	p, err := Setup(t.Context(), Config{MetricReaders: []sdkmetric.Reader{reader}})
+	require.NoError(t, err)
+
+	NewMetrics(p.MeterProvider()).BusyRetry(WithTaskType(t.Context(), testTask), testOrder)
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(t.Context(), &rm))
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			names = append(names, m.Name)
+		}
+	}
+	require.Contains(t, names, MetricTaskBusyRetries)
+	require.Contains(t, scrape(t, p), `turnstile_task_busy_retries_total{`)
+	require.NoError(t, p.Shutdown(context.WithoutCancel(t.Context())))
+	require.ErrorIs(t, reader.Collect(context.WithoutCancel(t.Context()), &rm), sdkmetric.ErrReaderShutdown, "Shutdown shuts it down")
 }

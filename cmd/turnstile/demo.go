@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,7 +19,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/turnstilehq/turnstile/admin"
 	"github.com/turnstilehq/turnstile/jobs"
@@ -124,11 +125,26 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 	}
 	defer func() { _ = closeRedis() }()
 
-	// Metrics go to a reader the summary reads; spans nowhere.
+	// Telemetry as a worker's, from OTEL_* (unset: spans go nowhere), with
+	// one more metric reader for the progress bar and the summary; the
+	// admin server serves the same metrics at /metrics.
 	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
-	tp := noop.NewTracerProvider()
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "turnstile-demo", Logger: logger, MetricReaders: []sdkmetric.Reader{reader}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Last: the worker's and the admin server's spans end before.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			fmt.Fprintf(c.stderr, "demo: %v\n", err) // spans a collector did not get
+		}
+	}()
+	if err := tel.Register(telemetry.NewQueueCollector(asynq.NewInspectorFromRedisClient(rdb), slices.Sorted(maps.Keys(cfg.Queues)), queueMetricsTTL)); err != nil {
+		return err
+	}
+	tp, mp := tel.TracerProvider(), tel.MeterProvider()
 
 	prefix := "turnstile:demo:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 	tracker := admin.NewTracker()
@@ -198,6 +214,7 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 		stopAdmin := demoAdmin(ctx, c, f.adminAddr, admin.Deps{
 			Locker: w.Locker(), Producer: producer, Tracker: tracker, Dashboard: dashboardConn(rdb),
 			Ready: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, TracerProvider: tp, Logger: logger,
+			Metrics: tel.MetricsHandler(),
 		})
 		defer stopAdmin(f.serve)
 	}
