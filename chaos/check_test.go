@@ -25,25 +25,46 @@ var shopQueues = []string{"critical", "default", "low"}
 // lost, stays active until asynq's recoverer moves it to retry: its lease
 // (30 s from the last heartbeat) must have run out 30 s before a
 // recoverer pass, which each worker runs once a minute, and the retry
-// then waits asynq's default delay (15-45 s, as "turnstile worker" sets
-// no other): 30+30+60+45 = 165 s at worst, plus a margin for a loaded
-// machine (crash runs took 139-165 s).
+// then waits asynq's default delay (15-45 s for a first retry, as
+// "turnstile worker" sets no other): 30+30+60+45 = 165 s at worst, plus a
+// margin for a loaded machine (crash runs took 139-165 s).
 const idleBound = 240 * time.Second
 
+// idleCap bounds the wait for a task that already failed before, in a
+// restart or a cut connection: asynq's delay grows with each failure
+// (n⁴+15+rand(30)·(n+1) s: up to 121 s after a second, 216 s after a
+// third), so waitIdle waits past idleBound for a task whose retry is
+// scheduled, up to idleCap. A CI run on a loaded machine, where a wipe and
+// a crash each took over a second, had one wait 4 min in the retry set.
+const idleCap = 8 * time.Minute
+
+// retryRun is how long waitIdle allows a retried task, once due, to be
+// dequeued and run (a busy round or two included).
+const retryRun = 30 * time.Second
+
 // waitIdle polls until no queue has a pending, active or retry task and
-// none scheduled is due, and returns how long that took.
+// none scheduled is due, and returns how long that took. It waits up to
+// bound, or, while only retries scheduled before then keep the queues
+// busy, until the last of them is due and has had retryRun to run.
 func waitIdle(ctx context.Context, inspect *asynq.Inspector, bound time.Duration) (time.Duration, error) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, bound)
+	deadline := start.Add(bound)
+	ctx, cancel := context.WithTimeout(ctx, idleCap)
 	defer cancel()
 	for {
 		busy, err := busyTasks(inspect)
-		if err == nil && busy == "" {
+		if err == nil && busy.String() == "" {
 			return time.Since(start), nil
+		}
+		if due := busy.lastRetry.Add(retryRun); err == nil && busy.onlyRetries() && due.After(deadline) {
+			deadline = due
+		}
+		if time.Now().After(deadline) {
+			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", time.Since(start).Round(time.Second), busy, err)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", bound, busy, err)
+			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", idleCap, busy, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -72,12 +93,23 @@ func waitDelivered(ctx context.Context, store *ledger.Store) error {
 	}
 }
 
-// busyTasks says what keeps the queues busy, or "" when they are idle.
-func busyTasks(inspect *asynq.Inspector) (string, error) {
-	var busy []string
+// busy is what keeps the queues busy.
+type busy struct {
+	what      []string
+	others    int       // pending, active and due scheduled tasks
+	lastRetry time.Time // when the last task in a retry set is due
+}
+
+func (b busy) String() string    { return strings.Join(b.what, "; ") }
+func (b busy) onlyRetries() bool { return b.others == 0 && !b.lastRetry.IsZero() }
+
+// busyTasks says what keeps the queues busy; its String is "" when they
+// are idle.
+func busyTasks(inspect *asynq.Inspector) (busy, error) {
+	var b busy
 	known, err := inspect.Queues()
 	if err != nil {
-		return "queues", err
+		return busy{what: []string{"queues"}}, err
 	}
 	for _, q := range shopQueues {
 		if !slices.Contains(known, q) {
@@ -85,29 +117,40 @@ func busyTasks(inspect *asynq.Inspector) (string, error) {
 		}
 		info, err := inspect.GetQueueInfo(q)
 		if err != nil {
-			return q, err
+			return busy{what: []string{q}}, err
 		}
 		if n := info.Pending + info.Active + info.Retry; n > 0 {
-			busy = append(busy, fmt.Sprintf("%s: %d pending, %d active, %d retry", q, info.Pending, info.Active, info.Retry))
+			b.what = append(b.what, fmt.Sprintf("%s: %d pending, %d active, %d retry", q, info.Pending, info.Active, info.Retry))
 		}
-		// Why a task waits in the retry set, for a run that ends here.
-		retry, err := inspect.ListRetryTasks(q, asynq.PageSize(3))
-		if err != nil {
-			return q, err
-		}
-		for _, ti := range retry {
-			busy = append(busy, fmt.Sprintf("%s: %s retry %d/%d at %s after %q", q, ti.ID, ti.Retried, ti.MaxRetry, ti.NextProcessAt.Format(stamp), ti.LastErr))
+		b.others += info.Pending + info.Active
+		if info.Retry > 0 {
+			// The last due comes last; the first three say why they wait.
+			last, err := inspect.ListRetryTasks(q, asynq.PageSize(1), asynq.Page(info.Retry))
+			if err != nil {
+				return busy{what: []string{q}}, err
+			}
+			if len(last) > 0 && last[0].NextProcessAt.After(b.lastRetry) {
+				b.lastRetry = last[0].NextProcessAt
+			}
+			first, err := inspect.ListRetryTasks(q, asynq.PageSize(3))
+			if err != nil {
+				return busy{what: []string{q}}, err
+			}
+			for _, ti := range first {
+				b.what = append(b.what, fmt.Sprintf("%s: %s retry %d/%d at %s after %q", q, ti.ID, ti.Retried, ti.MaxRetry, ti.NextProcessAt.Format(stamp), ti.LastErr))
+			}
 		}
 		// The earliest scheduled task comes first.
 		sched, err := inspect.ListScheduledTasks(q, asynq.PageSize(1))
 		if err != nil {
-			return q, err
+			return busy{what: []string{q}}, err
 		}
 		if len(sched) > 0 && sched[0].NextProcessAt.Before(time.Now()) {
-			busy = append(busy, fmt.Sprintf("%s: scheduled %s due since %s", q, sched[0].ID, sched[0].NextProcessAt.Format(time.RFC3339)))
+			b.what = append(b.what, fmt.Sprintf("%s: scheduled %s due since %s", q, sched[0].ID, sched[0].NextProcessAt.Format(time.RFC3339)))
+			b.others++
 		}
 	}
-	return strings.Join(busy, "; "), nil
+	return b, nil
 }
 
 // stamp formats the wall-clock times the suite logs, as the faults do.
