@@ -168,8 +168,9 @@ type taskOutcome struct {
 }
 
 // A lossWindow is when a Redis restart may have lost acknowledged writes:
-// those acknowledged from from to to (a crash that cut the last second of
-// the append-only file; a wipe: everything before it).
+// those acknowledged from from to to, when the server was back (a crash
+// that cut the last second of the append-only file; a wipe: everything
+// before it).
 type lossWindow struct{ from, to time.Time }
 
 func (w lossWindow) holds(t time.Time) bool { return !t.Before(w.from) && !t.After(w.to) }
