@@ -60,14 +60,23 @@ func waitIdle(ctx context.Context, inspect *asynq.Inspector, bound time.Duration
 			deadline = due
 		}
 		if time.Now().After(deadline) {
-			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", time.Since(start).Round(time.Second), busy, err)
+			return time.Since(start), notIdle(time.Since(start).Round(time.Second), busy, err)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("queues not idle %s after the load: %s (last error: %v)", idleCap, busy, err)
+			return time.Since(start), notIdle(idleCap, busy, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// notIdle says what kept the queues busy for d, and the last error
+// reading them, if any.
+func notIdle(d time.Duration, b busy, err error) error {
+	if err != nil {
+		return fmt.Errorf("queues not idle %s after the load: %s: %w", d, b, err)
+	}
+	return fmt.Errorf("queues not idle %s after the load: %s", d, b)
 }
 
 // deliverBound is how long, once the queues are idle, the workers' outbox

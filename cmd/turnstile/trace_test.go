@@ -64,7 +64,7 @@ func TestTraceChild(t *testing.T) {
 // order's lock. Then a "turnstile enqueue" process given TRACEPARENT and
 // TRACESTATE, as a CI system sets them, emits its send span under that
 // span, and the worker's process span joins the same trace.
-func TestTrace_OneTraceFromCallerToLock(t *testing.T) {
+func TestTrace_OneTraceFromCallerToLock(t *testing.T) { //nolint:tparallel // the subtests share the worker the parent starts and stops
 	t.Parallel()
 	srv := redistest.Server(t)
 	rdb := srv.Client(t)
@@ -83,7 +83,7 @@ func TestTrace_OneTraceFromCallerToLock(t *testing.T) {
 		"OTEL_BSP_SCHEDULE_DELAY=50",
 	}
 	addr := freeAddr(t)
-	const token = "trace-admin-token-0123456" //nolint:gosec // G101: a test's own token for its own server.
+	const token = "trace-admin-token-0123456"
 	worker, logs := startTurnstile(t, append([]string{
 		"TURNSTILE_REDIS_URL=redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL=10ms",
 		"TURNSTILE_ADMIN_ADDR=" + addr, "TURNSTILE_ADMIN_TOKEN=" + token,
