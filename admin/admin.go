@@ -1,22 +1,3 @@
-// Package admin is the HTTP surface operators and other services use: health
-// and readiness, Prometheus metrics, the held locks (list, inspect, and a
-// forced release that needs the admin token and the holder's fence), and an
-// enqueue API that checks payloads as the worker does.
-//
-//	srv, err := admin.New(admin.Config{Token: os.Getenv("TURNSTILE_ADMIN_TOKEN")}, admin.Deps{
-//		Locker: locker, Producer: producer, Metrics: tel.MetricsHandler(), Ready: ready,
-//	})
-//	addr, err := srv.Start(ctx)
-//	defer srv.Shutdown(ctx)
-//
-// It listens on 127.0.0.1 unless told otherwise. With a token configured,
-// every route but /healthz, /readyz and /metrics needs it, compared in
-// constant time: reads take it as a bearer token or as the Basic auth
-// password (what a browser sends to the locks page and the dashboard),
-// changes through the API only as a bearer token (Authorization: Bearer
-// <token>). Without a token, reads are open, which the loopback default
-// keeps to local processes, and changes are refused. Changes a browser
-// says come from another origin are refused either way.
 package admin
 
 import (
@@ -51,9 +32,9 @@ const (
 type Config struct {
 	// Addr is the listen address (default DefaultAddr, loopback only).
 	Addr string
-	// Token guards every route but /healthz, /readyz and /metrics. Empty
-	// leaves the reads open (so keep Addr on loopback) and refuses every
-	// change.
+	// Token guards every route but /healthz, /readyz, /metrics and
+	// /api/v1/openapi.json. Empty leaves the reads open (so keep Addr on
+	// loopback) and refuses every change.
 	Token string
 	// MaxBody bounds a request body (default DefaultMaxBody bytes).
 	MaxBody int64
@@ -79,6 +60,9 @@ type Deps struct {
 	// Dashboard, when set, serves the asynq dashboard (asynqmon) at
 	// /dashboard/ on connections of its own made from it.
 	Dashboard asynq.RedisConnOpt
+	// Shop, when set, serves the order routes: POST /api/v1/orders, GET
+	// /api/v1/orders/{id} and POST /api/v1/ticket-types.
+	Shop *Shop
 	// TracerProvider records forced releases as spans (default the otel
 	// global).
 	TracerProvider trace.TracerProvider
@@ -148,8 +132,11 @@ func loopback(addr string) bool {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // routes are every route, behind sameOrigin. Open whatever the token:
-// /healthz and /readyz (probes carry no credentials), /metrics, and the
-// locks page's stylesheet (static, shows nothing).
+// /healthz and /readyz (probes carry no credentials), /metrics, the
+// locks page's stylesheet (static, shows nothing) and the API's OpenAPI
+// document (/api/v1/openapi.json: the API's shape, which the repository
+// publishes anyway, and no data; client generators fetch it without
+// credentials).
 //
 // /metrics is open on purpose. Prometheus can send a bearer token, but the
 // only token here is the admin token, which also force-releases locks and
@@ -166,12 +153,12 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /locks/style.css", s.locksStyle)
 	mux.Handle("GET /locks/{$}", s.reading(http.HandlerFunc(s.locks)))
-	mux.Handle("GET /api/v1/locks", s.reading(http.HandlerFunc(s.listLocks)))
-	mux.Handle("GET /api/v1/locks/{resource...}", s.reading(http.HandlerFunc(s.getLock)))
-	mux.HandleFunc("DELETE /api/v1/locks/{resource...}", s.mutating(s.forceRelease))
-	mux.HandleFunc("POST /api/v1/tasks/{type}", s.mutating(s.enqueue))
-	if s.deps.Inspector != nil {
-		mux.Handle("GET /api/v1/tasks/{queue}/{id}", s.reading(http.HandlerFunc(s.task)))
+	// The API's routes come from the table its OpenAPI document is made
+	// of (openapi.go), so that none goes undocumented.
+	for _, rt := range apiRoutes() {
+		if h := rt.handler(s); h != nil {
+			mux.Handle(rt.method+" "+rt.pattern, h)
+		}
 	}
 	if s.dashboard != nil {
 		mux.Handle(dashboardPath+"/", s.guardDashboard(s.dashboard))
@@ -186,6 +173,7 @@ func (s *Server) logExposure() {
 	if s.deps.Metrics != nil {
 		open = append(open, "/metrics")
 	}
+	open = append(open, openAPIPath)
 	if s.cfg.Token != "" {
 		s.log.Info("admin token set: every route but these needs it", slog.String("addr", s.cfg.Addr), slog.Any("open", open))
 		return
@@ -194,11 +182,14 @@ func (s *Server) logExposure() {
 	if s.deps.Inspector != nil {
 		open = append(open, "/api/v1/tasks/{queue}/{id}")
 	}
+	if s.deps.Shop != nil {
+		open = append(open, "/api/v1/orders/{id}")
+	}
 	if s.deps.Dashboard != nil {
 		open = append(open, "/dashboard/ (read-only)")
 	}
 	if !loopback(s.cfg.Addr) {
-		s.log.Warn("ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN: anyone who can reach it reads the held locks, their owners, the queues and the tasks' states (changes are refused); set TURNSTILE_ADMIN_TOKEN to require it on every route but /healthz, /readyz and /metrics",
+		s.log.Warn("ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN: anyone who can reach it reads the held locks, their owners, the queues, the tasks' states and the orders (changes are refused); set TURNSTILE_ADMIN_TOKEN to require it on every route but /healthz, /readyz, /metrics and /api/v1/openapi.json",
 			slog.String("addr", s.cfg.Addr), slog.Any("open", open))
 		return
 	}

@@ -255,7 +255,7 @@ func TestNew_LogsWhatIsOpen(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, loud, strings.Contains(logs.String(), "level=WARN msg=\"ADMIN SERVER REACHABLE BEYOND LOOPBACK WITHOUT A TOKEN"), addr)
 		// Loud or not, the log names exactly what answers without a token.
-		require.Contains(t, logs.String(), "open=\"[/healthz /readyz /locks/ /api/v1/locks]\"", addr)
+		require.Contains(t, logs.String(), "open=\"[/healthz /readyz /api/v1/openapi.json /locks/ /api/v1/locks]\"", addr)
 		require.Contains(t, logs.String(), "changes are refused", addr)
 	}
 	var logs bytes.Buffer
@@ -265,7 +265,7 @@ func TestNew_LogsWhatIsOpen(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, logs.String(), "WARN")
 	require.Contains(t, logs.String(), "every route but these needs it")
-	require.Contains(t, logs.String(), "open=\"[/healthz /readyz /metrics]\"")
+	require.Contains(t, logs.String(), "open=\"[/healthz /readyz /metrics /api/v1/openapi.json]\"")
 }
 
 func TestLocksPage(t *testing.T) {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,9 +25,10 @@ type enqueued struct {
 }
 
 // enqueue is POST /api/v1/tasks/{type}: the body is the task's JSON payload.
-// An Idempotency-Key header makes a retried request enqueue once: the key
-// becomes the task ID, and a second request with it answers 200 with the
-// same ID while the first task exists.
+// An Idempotency-Key header makes a retried request enqueue once: the task
+// ID is derived from the type and the key (idempotentID), and a second
+// request with them answers 200 with the same task, duplicate set, while
+// the first task exists (an hour once done, see retention).
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	typ := r.PathValue("type")
 	if !s.limiter.allow() {
@@ -53,8 +55,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	var id string
 	if key != "" {
-		sum := sha256.Sum256([]byte(typ + "\x00" + key))
-		id = "idem-" + hex.EncodeToString(sum[:12])
+		id = idempotentID(typ, key)
 		opts = append(opts, asynq.TaskID(id))
 	}
 	info, err := s.deps.Producer.Enqueue(r.Context(), typ, body, opts...)
@@ -69,11 +70,29 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &perr):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid payload", Fields: map[string]string{perr.Field: perr.Problem}})
 	case id != "" && errors.Is(err, asynq.ErrTaskIDConflict):
-		writeJSON(w, http.StatusOK, enqueued{TaskID: id, Duplicate: true})
+		writeJSON(w, http.StatusOK, enqueued{TaskID: id, Queue: s.queueOf(typ), Duplicate: true})
 	default:
 		s.log.ErrorContext(r.Context(), "enqueue through the admin API", slog.String("task_type", typ), slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, "enqueue failed; retry later")
 	}
+}
+
+// idempotentID is the ID that an Idempotency-Key gives what a request
+// creates in scope (a task type, orders): the same key, the same ID, and
+// keys of one scope never meet another's. It is a valid task and order ID.
+func idempotentID(scope, key string) string {
+	sum := sha256.Sum256([]byte(scope + "\x00" + key))
+	return "idem-" + hex.EncodeToString(sum[:12])
+}
+
+// queueOf is the queue the API enqueues tasks of typ on.
+func (s *Server) queueOf(typ string) string {
+	for _, tt := range s.deps.Producer.Types() {
+		if tt.Type == typ {
+			return cmp.Or(tt.Queue, worker.DefaultQueue)
+		}
+	}
+	return ""
 }
 
 // retention is how long a task enqueued through the API is kept once done.

@@ -25,14 +25,14 @@ func serveAdmin() fx.Option {
 }
 
 func mountAdmin(lc fx.Lifecycle, cfg worker.Config, w *worker.Worker, producer *worker.Producer, inspect *asynq.Inspector,
-	tel *telemetry.Providers, rdb redis.UniversalClient, tracker *admin.Tracker, logger *slog.Logger,
+	tel *telemetry.Providers, rdb redis.UniversalClient, tracker *admin.Tracker, logger *slog.Logger, shop adminShop,
 ) error {
 	if cfg.AdminAddr == "" {
 		return nil
 	}
 	srv, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Token: cfg.AdminToken}, admin.Deps{
 		Locker: w.Locker(), Producer: producer, Metrics: tel.MetricsHandler(), Dashboard: dashboardConn(rdb),
-		Tracker: tracker, Inspector: inspect,
+		Tracker: tracker, Inspector: inspect, Shop: shop.Shop,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		TracerProvider: tel.TracerProvider(), Logger: logger,
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 
+	"github.com/turnstilehq/turnstile/admin"
 	"github.com/turnstilehq/turnstile/internal/history"
 	"github.com/turnstilehq/turnstile/jobs"
 	"github.com/turnstilehq/turnstile/jobs/gateway"
@@ -62,33 +63,51 @@ type sweepEvery time.Duration
 // serveShop gives a worker the shop's jobs, over the ledger and the
 // gateway simulator in the worker's own Redis (the simulator's in
 // TURNSTILE_GATEWAY_REDIS_URL's when set), with a Locker for the
-// inventory locks the jobs take inside.
+// inventory locks the jobs take inside; and the admin server its order
+// routes, over the same Service and ledger (adminShop).
 func serveShop() fx.Option {
-	return worker.ProvideTaskTypes(func(in shopIn) ([]worker.TaskType, error) {
-		lc, rdb, tel := in.Lifecycle, in.Redis, in.Telemetry
-		observer := telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider())
-		if in.Observer != nil {
-			observer = lock.Observers(observer, in.Observer)
-		}
-		locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: observer})
-		if err != nil {
-			return nil, err
-		}
-		lc.Append(fx.StopHook(locker.Close)) // after the worker's, which was appended later
-		gw, err := gateway.NewSimulator(cmp.Or(in.GatewayRedis, rdb), gateway.Config{Latency: 20 * time.Millisecond})
-		if err != nil {
-			return nil, err
-		}
-		svc := &jobs.Service{Store: ledger.New(rdb, "").WithHistory(in.History), Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
-		sweep, stopSweep := context.WithCancel(context.Background())
-		var sweeping sync.WaitGroup
-		every := cmp.Or(time.Duration(in.SweepEvery), defaultSweepEvery)
-		lc.Append(fx.StartStopHook(
-			func() { sweeping.Go(func() { svc.SweepEvery(sweep, every, every) }) },
-			func() { stopSweep(); sweeping.Wait() },
-		))
-		return svc.TaskTypes(), nil
-	})
+	return fx.Options(
+		fx.Provide(newShop),
+		worker.ProvideTaskTypes((*jobs.Service).TaskTypes),
+		fx.Provide(func(svc *jobs.Service, store *ledger.Store) *admin.Shop {
+			return &admin.Shop{Checkout: svc, Ledger: store}
+		}),
+	)
+}
+
+// adminShop is the admin server's Shop: the one serveShop provides, or
+// none (no order routes) for a worker that serves other task types.
+type adminShop struct {
+	fx.In
+	Shop *admin.Shop `optional:"true"`
+}
+
+// newShop builds the shop's Service and its ledger (see serveShop).
+func newShop(in shopIn) (*jobs.Service, *ledger.Store, error) {
+	lc, rdb, tel := in.Lifecycle, in.Redis, in.Telemetry
+	observer := telemetry.LockObserver(tel.TracerProvider(), tel.MeterProvider())
+	if in.Observer != nil {
+		observer = lock.Observers(observer, in.Observer)
+	}
+	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: observer})
+	if err != nil {
+		return nil, nil, err
+	}
+	lc.Append(fx.StopHook(locker.Close)) // after the worker's, which was appended later
+	gw, err := gateway.NewSimulator(cmp.Or(in.GatewayRedis, rdb), gateway.Config{Latency: 20 * time.Millisecond})
+	if err != nil {
+		return nil, nil, err
+	}
+	store := ledger.New(rdb, "").WithHistory(in.History)
+	svc := &jobs.Service{Store: store, Gateway: gw, Locker: locker, Client: in.Client, Logger: in.Logger}
+	sweep, stopSweep := context.WithCancel(context.Background())
+	var sweeping sync.WaitGroup
+	every := cmp.Or(time.Duration(in.SweepEvery), defaultSweepEvery)
+	lc.Append(fx.StartStopHook(
+		func() { sweeping.Go(func() { svc.SweepEvery(sweep, every, every) }) },
+		func() { stopSweep(); sweeping.Wait() },
+	))
+	return svc, store, nil
 }
 
 // envHistoryFile names the file that "turnstile worker" and "turnstile
