@@ -97,13 +97,25 @@ func (s *Server) locksStyle(w http.ResponseWriter, _ *http.Request) {
 }
 
 // chart is the activity chart, drawn as inline SVG: a bar per bucket for
-// the contended acquisitions, a line for the mean wait.
+// the contended acquisitions, a line for the mean wait, on a time axis of
+// UTC clock times, with a count axis on the left and a wait axis, in
+// units of time, on the right. Scales are rounded up to 1, 2 or 5 times a
+// power of ten, so that tick labels are round numbers.
 type chart struct {
 	Width, Height int
-	Bars          []bar
-	Line          string // polyline points
-	MaxContended  int
-	MaxWait       string
+	// Left, Right, Top and Bottom are the plot area's edges.
+	Left, Right, Top, Bottom int
+	Bars                     []bar
+	Line                     string // polyline points
+	MaxContended             int
+	MaxWait                  string
+	Bucket                   string // each bar's span, e.g. "10s"
+	// TimeTicks run along the bottom (X, label), CountTicks up the left
+	// and WaitTicks up the right (Y, label).
+	TimeTicks, CountTicks, WaitTicks []tick
+	// TickEnd, TimeLabelY, CountLabelX and WaitLabelX place the time
+	// axis's tick marks and the tick labels.
+	TickEnd, TimeLabelY, CountLabelX, WaitLabelX int
 }
 
 type bar struct {
@@ -111,29 +123,75 @@ type bar struct {
 	Title      string
 }
 
+// tick is a labelled point on an axis: X on the time axis, Y on the
+// others.
+type tick struct {
+	X, Y  int
+	Label string
+}
+
+// Chart layout, in pixels.
+const (
+	chartWidth, chartHeight = 680, 190
+	chartLeft, chartRight   = 44, 64 // margins for the count and wait labels
+	chartTop, chartBottom   = 22, 30 // room for the axis titles, and for the time labels
+	// timeTickEvery is the spacing of the time axis's labels.
+	timeTickEvery = 2 * time.Minute
+)
+
 func newChart(points []Point) *chart {
-	const width, height = 600, 120
-	c := &chart{Width: width, Height: height, MaxContended: 1}
-	var maxWait time.Duration
+	c := &chart{Width: chartWidth, Height: chartHeight, Top: chartTop, Left: chartLeft, Bottom: chartHeight - chartBottom, Bucket: bucketSpan.String()}
+	step := (chartWidth - chartLeft - chartRight) / max(len(points), 1)
+	c.Right = c.Left + step*len(points)
+	c.TickEnd, c.TimeLabelY, c.CountLabelX, c.WaitLabelX = c.Bottom+4, c.Bottom+18, c.Left-6, c.Right+6
+	plot := c.Bottom - c.Top
+	maxContended, maxWait := 0, time.Duration(0)
 	for _, p := range points {
-		c.MaxContended = max(c.MaxContended, p.Contended)
+		maxContended = max(maxContended, p.Contended)
 		maxWait = max(maxWait, p.MeanWait)
 	}
-	c.MaxWait = maxWait.Round(time.Millisecond).String()
-	step := width / max(len(points), 1)
+	c.MaxContended = int(niceCeil(int64(max(maxContended, 1))))
+	scaleWait := time.Duration(niceCeil(int64(max(maxWait, time.Millisecond))))
+	c.MaxWait = maxWait.Round(time.Microsecond).String()
+	counts := []int{0, c.MaxContended}
+	if c.MaxContended%2 == 0 {
+		counts = []int{0, c.MaxContended / 2, c.MaxContended}
+	}
+	for _, v := range counts {
+		c.CountTicks = append(c.CountTicks, tick{Y: c.Bottom - v*plot/c.MaxContended, Label: strconv.Itoa(v)})
+	}
+	for _, d := range []time.Duration{0, scaleWait / 2, scaleWait} {
+		label := d.String()
+		if d == 0 {
+			label = "0"
+		}
+		c.WaitTicks = append(c.WaitTicks, tick{Y: c.Bottom - int(int64(plot)*int64(d)/int64(scaleWait)), Label: label})
+	}
 	var line []string
 	for i, p := range points {
-		h := p.Contended * (height - 10) / c.MaxContended
-		c.Bars = append(c.Bars, bar{
-			X: i * step, Y: height - h, W: max(step-1, 1), H: h,
-			Title: p.Start.UTC().Format(time.TimeOnly) + ": " + strconv.Itoa(p.Contended) + " contended, mean wait " + p.MeanWait.Round(time.Microsecond).String(),
-		})
-		y := height
-		if maxWait > 0 {
-			y = height - int(int64(height-10)*int64(p.MeanWait)/int64(maxWait))
+		x := c.Left + i*step
+		if p.Start.Truncate(timeTickEvery).Equal(p.Start) {
+			c.TimeTicks = append(c.TimeTicks, tick{X: x, Label: p.Start.UTC().Format("15:04")})
 		}
-		line = append(line, strconv.Itoa(i*step+step/2)+","+strconv.Itoa(y))
+		h := p.Contended * plot / c.MaxContended
+		c.Bars = append(c.Bars, bar{
+			X: x, Y: c.Bottom - h, W: max(step-1, 1), H: h,
+			Title: p.Start.UTC().Format(time.TimeOnly) + " UTC, " + c.Bucket + ": " + strconv.Itoa(p.Contended) + " contended, mean wait " + p.MeanWait.Round(time.Microsecond).String(),
+		})
+		y := c.Bottom - int(int64(plot)*int64(p.MeanWait)/int64(scaleWait))
+		line = append(line, strconv.Itoa(x+step/2)+","+strconv.Itoa(y))
 	}
 	c.Line = strings.Join(line, " ")
 	return c
+}
+
+// niceCeil rounds v (positive) up to 1, 2 or 5 times a power of ten.
+func niceCeil(v int64) int64 {
+	for p := int64(1); ; p *= 10 {
+		for _, m := range []int64{1, 2, 5} {
+			if m*p >= v {
+				return m * p
+			}
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -35,6 +34,12 @@ webhooks, revokes, late payments and refunds. Ends with a summary and the
 invariant report; exits 1 if an invariant fails. -no-lock runs the same
 workload without locks, to show what they prevent.
 
+With -redis-url, the run writes under a run ID of its own (in its order,
+ticket type and task IDs, lock keys and ledger prefix), so runs may follow
+one another on one Redis, and removes every key and task it wrote when it
+ends (with -serve, when the pages stop), and nothing else; -keep leaves
+them, and the summary says where.
+
 ` + historyAbout
 
 type demoFlags struct {
@@ -42,6 +47,7 @@ type demoFlags struct {
 	seed                uint64
 	redisURL, adminAddr string
 	json, noLock, serve bool
+	keep                bool
 }
 
 // runDemo is "turnstile demo".
@@ -52,7 +58,8 @@ func runDemo(c *cli, args []string) int {
 	fs.IntVar(&f.orders, "orders", 1000, "orders to generate")
 	fs.IntVar(&f.concurrency, "concurrency", 16, "the worker's concurrency")
 	fs.Uint64Var(&f.seed, "seed", 1, "seeds the workload and the gateway's latency and failures")
-	fs.StringVar(&f.redisURL, "redis-url", "", "run against this Redis instead of an embedded one (keys get a per-run prefix; the asynq queues are shared)")
+	fs.StringVar(&f.redisURL, "redis-url", "", "run against this Redis instead of an embedded one (the run's keys and tasks carry a run ID and are removed at the end; the asynq queues are shared)")
+	fs.BoolVar(&f.keep, "keep", false, "with -redis-url, leave the run's keys and tasks in Redis, to look at them")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object")
 	fs.BoolVar(&f.noLock, "no-lock", false, "run without locks, to show what they prevent")
 	fs.StringVar(&f.adminAddr, "admin-addr", worker.DefaultAdminAddr, "serve the admin pages (locks, dashboard) here during the run; empty: off")
@@ -146,7 +153,8 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 	}
 	tp, mp := tel.TracerProvider(), tel.MeterProvider()
 
-	prefix := "turnstile:demo:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
+	runID := newRunID()
+	prefix := demoPrefix(runID)
 	tracker := admin.NewTracker()
 	observer := lock.Observers(telemetry.LockObserver(tp, mp), tracker)
 	locker, err := lock.New(rdb, lock.Config{TTL: 5 * time.Second, Wait: 5 * time.Second, Observer: observer})
@@ -206,6 +214,13 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 	}
 	defer func() { _ = stop() }()
 
+	load := &demoLoad{svc: svc, store: store, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats, runID: runID} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
+	// The run's keys and tasks go when it ends, also when it fails; with
+	// -serve, once the admin pages stop (deferred before them, so run
+	// after), so that the dashboard still shows the run's tasks.
+	embedded := f.redisURL == ""
+	afterServe := f.serve && f.adminAddr != "" && !embedded && !f.keep
+	defer func() { _ = stop(); load.cleanupAfter(ctx, c.stderr, rdb, embedded, f.keep, afterServe) }()
 	if f.adminAddr != "" {
 		producer, err := worker.NewProducer(svc.Client, tp, svc.TaskTypes()...)
 		if err != nil {
@@ -218,7 +233,6 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 		})
 		defer stopAdmin(f.serve)
 	}
-	load := &demoLoad{svc: svc, store: store, inspect: asynq.NewInspectorFromRedisClient(rdb), rand: rand.New(rand.NewPCG(f.seed, 0x7475726e)), stats: stats} //nolint:gosec // G404: a seeded workload, reproducible by -seed.
 	progress := newProgress(c.stderr, stats, reader)
 	started := time.Now()
 	if err := load.run(ctx, f.orders, progress); err != nil {
@@ -232,7 +246,12 @@ func demo(c *cli, f demoFlags, report func(*demoSummary) error) error {
 		return err
 	}
 	progress.done()
-	return report(newSummary(f, load, stats, reader, checked, time.Since(started)))
+	summary := newSummary(f, load, stats, reader, checked, time.Since(started))
+	summary.Cleanup = cleanupSummary{RunID: runID, AfterServe: true}
+	if !afterServe {
+		summary.Cleanup = load.cleanup(ctx, rdb, embedded, f.keep)
+	}
+	return report(summary)
 }
 
 // demoAdmin serves the admin pages during the run. A port in use only

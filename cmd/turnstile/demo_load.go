@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,16 @@ type demoLoad struct {
 	inspect *asynq.Inspector
 	rand    *rand.Rand
 	stats   *demoStats
+	// runID starts every order and ticket type ID of this run (and so every
+	// task ID and lock key), so that runs sharing a Redis never meet and
+	// a run's leftovers can be found and removed; empty: no prefix.
+	runID string
+	// retryFor overrides defaultRetryFor, for tests.
+	retryFor time.Duration
+	// cleanupOnce removes the run's keys and tasks once (demo_cleanup.go);
+	// cleaned says what became of them.
+	cleanupOnce sync.Once
+	cleaned     cleanupSummary
 
 	mu                sync.Mutex
 	reserved, soldOut int
@@ -60,17 +71,22 @@ func (l *demoLoad) vanished(id string) {
 	l.lost[id] = true
 }
 
-// retryFor is how long a step of the load is retried after a Redis error
-// before the demo gives up: a Sentinel or Cluster failover takes 1-5 s
-// here, and a production one up to tens of seconds.
-const retryFor = 30 * time.Second
+// defaultRetryFor is how long a step of the load is retried after a Redis
+// error before the demo gives up: a Sentinel or Cluster failover takes
+// 1-5 s here, and a production one up to tens of seconds.
+const defaultRetryFor = 30 * time.Second
 
 // retry runs step until it returns nil or an error final says retrying
 // cannot change, the context ends, or retryFor has passed since its first
-// failure. Every step the load retries is safe to repeat: a checkout
-// retried under its order ID reserves once, an enqueue under its task ID
-// enqueues once.
+// failure, waiting 20 ms, then twice as long each time up to 500 ms, as a
+// client riding out a failover would. What final does not name is taken
+// for Redis going away (a refused or reset connection, READONLY, LOADING,
+// a lock still held by a task that ran into the same fault), never for an
+// answer: a sold-out checkout is not tried again. Every step the load
+// retries is safe to repeat: a checkout retried under its order ID
+// reserves once, an enqueue under its task ID enqueues once.
 func (l *demoLoad) retry(ctx context.Context, step func() error, final func(error) bool) error {
+	retryFor := cmp.Or(l.retryFor, defaultRetryFor)
 	var deadline time.Time
 	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
 		err := step()
@@ -102,10 +118,28 @@ func (l *demoLoad) order(ctx context.Context, id string) (o *ledger.Order, err e
 	return o, err
 }
 
-func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
+// id is name in this run's namespace.
+func (l *demoLoad) id(name string) string {
+	if l.runID == "" {
+		return name
+	}
+	return l.runID + "-" + name
+}
+
+// ticketTypes are demoTicketTypes in this run's namespace.
+func (l *demoLoad) ticketTypes(orders int) []ledger.TicketType {
 	types := demoTicketTypes(orders)
+	for i := range types {
+		types[i].ID = l.id(types[i].ID)
+	}
+	return types
+}
+
+func (l *demoLoad) run(ctx context.Context, orders int, p *progress) error {
+	types := l.ticketTypes(orders)
 	for _, tt := range types {
-		if err := l.store.AddTicketType(ctx, tt); err != nil {
+		// Adding a ticket type again changes nothing: safe to retry.
+		if err := l.retry(ctx, func() error { return l.store.AddTicketType(ctx, tt) }, func(error) bool { return false }); err != nil {
 			return err
 		}
 	}
@@ -198,7 +232,7 @@ func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketTy
 				items = []ledger.Item{{TicketType: largest, Quantity: 1}}
 			}
 			select {
-			case work <- order{fmt.Sprintf("o-%04d", i), items}:
+			case work <- order{l.id(fmt.Sprintf("o-%04d", i)), items}:
 			case <-ctx.Done():
 				return
 			}
@@ -245,7 +279,8 @@ func (l *demoLoad) checkouts(ctx context.Context, n int, types []ledger.TicketTy
 // checkoutFinal tells a checkout's answer from a Redis error.
 func checkoutFinal(err error) bool {
 	var bad *middleware.PayloadError
-	return errors.Is(err, jobs.ErrSoldOut) || errors.Is(err, jobs.ErrOrderExists) || errors.As(err, &bad)
+	return errors.Is(err, jobs.ErrSoldOut) || errors.Is(err, jobs.ErrOrderExists) ||
+		errors.Is(err, jobs.ErrMixedEvents) || errors.As(err, &bad)
 }
 
 // enqueueFinal tells the API's refusal from a Redis error.

@@ -206,10 +206,15 @@ type demoSummary struct {
 	Locks        lockStats             `json:"locks"`
 	Orders       orderSummary          `json:"orders"`
 	Pause        pauseSummary          `json:"longest_pause"`
-	Seed         uint64                `json:"seed"`
-	NoLock       bool                  `json:"no_lock"`
-	Seconds      float64               `json:"seconds"`
-	Report       jobs.Report           `json:"-"`
+	// Archived says why the run's archived tasks were archived, by
+	// reason, most frequent first: mostly the shop's rules at work.
+	Archived []archivedReason `json:"archived_reasons"`
+	Seed     uint64           `json:"seed"`
+	NoLock   bool             `json:"no_lock"`
+	Seconds  float64          `json:"seconds"`
+	// Cleanup says whether the run's keys and tasks were removed.
+	Cleanup cleanupSummary `json:"cleanup"`
+	Report  jobs.Report    `json:"-"`
 }
 
 type jobSummary struct {
@@ -249,6 +254,7 @@ func newSummary(f demoFlags, load *demoLoad, stats *demoStats, reader *sdkmetric
 		Orders: orderSummary{Generated: f.orders, Reserved: load.reserved, SoldOut: load.soldOut, Tasks: load.enqueued, Retried: load.retried, Lost: len(load.lost)},
 	}
 	s.Unreconciled = r.Unreconciled
+	s.Archived = load.archivedReasons(context.Background())
 	if s.Violations == nil {
 		s.Violations = []jobs.Violation{}
 	}
@@ -289,12 +295,14 @@ func (s *demoSummary) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1fms\t%.1fms\t\n", kind, j.OK, j.Archived, j.Failed, j.P50ms, j.P99ms)
 	}
 	_ = tw.Flush()
+	printArchived(w, s.Archived)
 	fmt.Fprintf(w, "\nlongest pause: %.0fms from %.1fs into the run; %d steps retried after a Redis error\n", s.Pause.Ms, s.Pause.AtMs/1000, s.Orders.Retried)
 	if s.Orders.Lost > 0 {
 		fmt.Fprintf(w, "%d reserved orders lost: Redis came back without its last acknowledged writes\n", s.Orders.Lost)
 	}
 	fmt.Fprintf(w, "locks: %d acquired, %d acquire calls found a lock held (a task that then waits for it makes two), %d busy retries (parked), %d lost leases, %d released after expiry\n",
 		s.Locks.Acquisitions, s.Locks.Contended, s.Locks.BusyRetries, s.Locks.LostLeases, s.Locks.NotHeld)
+	s.Cleanup.print(w)
 	if s.OK {
 		fmt.Fprintf(w, "invariants: OK (%d orders, %d ticket types)\n", s.Report.Orders, s.Report.TicketTypes)
 		return

