@@ -123,7 +123,9 @@ type Change struct {
 	// count they change; a type without one is written unchecked.
 	AvailableWas map[string]int64
 	// Outbox records notifications to send once the locks are released;
-	// one already recorded is left as it is.
+	// one already recorded is left as it is. Until every one is delivered
+	// the order is listed by Store.Undelivered, which a sweep reads to
+	// send what a worker that died before its delivery left.
 	Outbox []Notification
 	// RevokeAt, with Order, makes the order due for its revoke from then
 	// (Store.DueRevokes) until a commit of it without one. The revoke task
