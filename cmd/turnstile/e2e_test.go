@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -36,13 +35,7 @@ func TestEndToEnd_RefundThroughTheAPI(t *testing.T) {
 		"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms",
 		"TURNSTILE_ADMIN_ADDR": addr, "TURNSTILE_ADMIN_TOKEN": token,
 	}
-	ctx, stop := context.WithCancel(t.Context())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		c := &cli{ctx: ctx, stdout: &logs, stderr: &logs, getenv: func(k string) string { return env[k] }, taskTypes: taskTypes(), serve: serveShop()}
-		exited <- c.run([]string{"worker"})
-	}()
+	logs, stop := startShopWorker(t, env)
 	base := "http://" + addr
 
 	// enqueue posts a task and waits until the API reports it completed.
@@ -59,11 +52,11 @@ func TestEndToEnd_RefundThroughTheAPI(t *testing.T) {
 			}
 			require.NoError(t, json.Unmarshal([]byte(body), &created))
 			return true
-		}, 10*time.Second, 50*time.Millisecond, "enqueue %s; log:\n%s", typ, &logs)
+		}, 10*time.Second, 50*time.Millisecond, "enqueue %s; log:\n%s", typ, logs)
 		require.Eventually(t, func() bool {
 			_, body := httpDo(t, http.MethodGet, base+"/api/v1/tasks/"+created.Queue+"/"+created.TaskID, token, "")
 			return strings.Contains(body, `"state":"completed"`)
-		}, 30*time.Second, 50*time.Millisecond, "%s did not complete; log:\n%s", typ, &logs)
+		}, 30*time.Second, 50*time.Millisecond, "%s did not complete; log:\n%s", typ, logs)
 	}
 	enqueue(jobs.KindConfirm, `{"order_id":"o-e2e","webhook_id":"wh-1","amount":5000,"currency":"EUR"}`)
 	enqueue(jobs.KindRefund, `{"order_id":"o-e2e","refund_id":"r-1","amount":5000,"currency":"EUR"}`)
@@ -76,10 +69,4 @@ func TestEndToEnd_RefundThroughTheAPI(t *testing.T) {
 	require.Equal(t, ledger.StateRefunded, got.State)
 
 	stop()
-	select {
-	case code := <-exited:
-		require.Equal(t, exitOK, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
 }

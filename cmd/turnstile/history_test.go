@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,13 +69,7 @@ func TestWorker_RecordsHistory(t *testing.T) {
 		"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms",
 		"TURNSTILE_ADMIN_ADDR": freeAddr(t), envHistoryFile: path,
 	}
-	ctx, stop := context.WithCancel(t.Context())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		c := &cli{ctx: ctx, stdout: &logs, stderr: &logs, getenv: func(k string) string { return env[k] }, taskTypes: taskTypes(), serve: serveShop()}
-		exited <- c.run([]string{"worker"})
-	}()
+	logs, stop := startShopWorker(t, env)
 	task, err := jobs.NewTask(t.Context(), jobs.ConfirmArgs{OrderID: order.ID, WebhookID: "wh-1", Amount: order.Amount, Currency: "EUR"})
 	require.NoError(t, err)
 	_, err = client.EnqueueContext(t.Context(), task)
@@ -84,15 +77,9 @@ func TestWorker_RecordsHistory(t *testing.T) {
 	require.Eventually(t, func() bool {
 		o, err := store.Order(t.Context(), order.ID)
 		return err == nil && o.State == ledger.StatePaid
-	}, 30*time.Second, 20*time.Millisecond, "the payment was not confirmed; log:\n%s", &logs)
+	}, 30*time.Second, 20*time.Millisecond, "the payment was not confirmed; log:\n%s", logs)
 
 	stop()
-	select {
-	case code := <-exited:
-		require.Equal(t, exitOK, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
 	require.Contains(t, logs.String(), "recording fenced ledger operations")
 	t.Log(checkHistory(t, path, "order"))
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -105,18 +104,12 @@ func TestOrders_TheREADMEWalkthrough(t *testing.T) {
 		"TURNSTILE_REDIS_URL": "redis://" + srv.Addr(), "TURNSTILE_POLL_INTERVAL": "10ms",
 		"TURNSTILE_ADMIN_ADDR": addr, "TURNSTILE_ADMIN_TOKEN": token,
 	}
-	ctx, stop := context.WithCancel(t.Context())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		c := &cli{ctx: ctx, stdout: &logs, stderr: &logs, getenv: func(k string) string { return env[k] }, taskTypes: taskTypes(), serve: serveShop()}
-		exited <- c.run([]string{"worker"})
-	}()
+	logs, stop := startShopWorker(t, env)
 	base := "http://" + addr
 	require.Eventually(t, func() bool {
 		code, _ := httpDo(t, http.MethodGet, base+"/readyz", "", "")
 		return code == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond, "the worker did not start; log:\n%s", &logs)
+	}, 10*time.Second, 20*time.Millisecond, "the worker did not start; log:\n%s", logs)
 
 	// run runs a README block as a user's shell would, and returns what
 	// it printed.
@@ -126,7 +119,7 @@ func TestOrders_TheREADMEWalkthrough(t *testing.T) {
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ADMIN=" + base, "AUTH=Authorization: Bearer " + token}
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		require.NoError(t, cmd.Run(), "%s\nstderr: %s\nworker log:\n%s", block, &stderr, &logs)
+		require.NoError(t, cmd.Run(), "%s\nstderr: %s\nworker log:\n%s", block, &stderr, logs)
 		require.NotContains(t, stdout.String(), `"error"`, block)
 		return stdout.String()
 	}
@@ -144,7 +137,7 @@ func TestOrders_TheREADMEWalkthrough(t *testing.T) {
 		require.Eventually(t, func() bool {
 			o := order()
 			return o.State == state && slices.Equal(o.delivered(), kinds)
-		}, 30*time.Second, 50*time.Millisecond, "order not %s with %v delivered; log:\n%s", state, kinds, &logs)
+		}, 30*time.Second, 50*time.Millisecond, "order not %s with %v delivered; log:\n%s", state, kinds, logs)
 	}
 	// The task IDs an Idempotency-Key gives: derived from the task type
 	// and the key, so the README can show them.
@@ -222,10 +215,4 @@ func TestOrders_TheREADMEWalkthrough(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `"locks":[]`, "no lock left")
 	stop()
-	select {
-	case code := <-exited:
-		require.Equal(t, exitOK, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
 }

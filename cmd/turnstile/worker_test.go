@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
 
 	"github.com/turnstilehq/turnstile/internal/redistest"
 	"github.com/turnstilehq/turnstile/lock"
@@ -131,14 +132,23 @@ func TestWorkerAndEnqueue(t *testing.T) {
 // within 30 s.
 func startWorkerCmd(t *testing.T, env map[string]string, types []worker.TaskType) (logs *syncBuffer, stop func()) {
 	t.Helper()
+	return startCLIWorker(t, env, types, worker.ProvideTaskTypes(func() []worker.TaskType { return types }))
+}
+
+// startShopWorker is startWorkerCmd for the shop's task types, as
+// "turnstile worker" serves them.
+func startShopWorker(t *testing.T, env map[string]string) (logs *syncBuffer, stop func()) {
+	t.Helper()
+	return startCLIWorker(t, env, taskTypes(), serveShop())
+}
+
+func startCLIWorker(t *testing.T, env map[string]string, types []worker.TaskType, serve fx.Option) (logs *syncBuffer, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	logs = &syncBuffer{}
 	exited := make(chan int, 1)
 	go func() {
-		c := &cli{
-			ctx: ctx, stdout: logs, stderr: logs, getenv: func(k string) string { return env[k] }, taskTypes: types,
-			serve: worker.ProvideTaskTypes(func() []worker.TaskType { return types }),
-		}
+		c := &cli{ctx: ctx, stdout: logs, stderr: logs, getenv: func(k string) string { return env[k] }, taskTypes: types, serve: serve}
 		exited <- c.run([]string{"worker"})
 	}()
 	return logs, func() {
