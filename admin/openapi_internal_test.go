@@ -108,6 +108,19 @@ type constExprs map[string]ast.Expr
 // stringConsts returns the constants files declare at package level.
 func stringConsts(files []*ast.File) constExprs {
 	consts := constExprs{}
+	for _, vs := range constSpecs(files) {
+		for i, name := range vs.Names {
+			if i < len(vs.Values) {
+				consts[name.Name] = vs.Values[i]
+			}
+		}
+	}
+	return consts
+}
+
+// constSpecs returns the package-level constant declarations of files.
+func constSpecs(files []*ast.File) []*ast.ValueSpec {
+	var specs []*ast.ValueSpec
 	for _, f := range files {
 		for _, d := range f.Decls {
 			gd, ok := d.(*ast.GenDecl)
@@ -115,19 +128,13 @@ func stringConsts(files []*ast.File) constExprs {
 				continue
 			}
 			for _, spec := range gd.Specs {
-				vs, ok := spec.(*ast.ValueSpec)
-				if !ok {
-					continue
-				}
-				for i, name := range vs.Names {
-					if i < len(vs.Values) {
-						consts[name.Name] = vs.Values[i]
-					}
+				if vs, ok := spec.(*ast.ValueSpec); ok {
+					specs = append(specs, vs)
 				}
 			}
 		}
 	}
-	return consts
+	return specs
 }
 
 // eval evaluates a string constant expression: literals, the constants,
@@ -161,30 +168,25 @@ func TestOpenAPI_ListsEveryOrderState(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("../jobs/ledger/*.go")
 	require.NoError(t, err)
-	var declared []string
 	fset := token.NewFileSet()
+	var parsed []*ast.File
 	for _, file := range files {
 		if strings.HasSuffix(file, "_test.go") {
 			continue
 		}
 		f, err := parser.ParseFile(fset, file, nil, 0)
 		require.NoError(t, err)
-		for _, d := range f.Decls {
-			gd, ok := d.(*ast.GenDecl)
-			if !ok || gd.Tok != token.CONST {
-				continue
-			}
-			for _, spec := range gd.Specs {
-				vs, ok := spec.(*ast.ValueSpec)
-				if !ok || vs.Type == nil || types.ExprString(vs.Type) != "State" {
-					continue
-				}
-				for _, v := range vs.Values {
-					s, ok := stringConsts(nil).eval(v)
-					require.True(t, ok, "%s: a State that is not a literal", fset.Position(v.Pos()))
-					declared = append(declared, s)
-				}
-			}
+		parsed = append(parsed, f)
+	}
+	var declared []string
+	for _, vs := range constSpecs(parsed) {
+		if vs.Type == nil || types.ExprString(vs.Type) != "State" {
+			continue
+		}
+		for _, v := range vs.Values {
+			s, ok := stringConsts(nil).eval(v)
+			require.True(t, ok, "%s: a State that is not a literal", fset.Position(v.Pos()))
+			declared = append(declared, s)
 		}
 	}
 	var listed []string
